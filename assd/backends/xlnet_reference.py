@@ -1,0 +1,98 @@
+"""Reference backend: Hugging Face ``XLNetLMHeadModel`` driven through ``perm_mask``.
+
+This recomputes the whole sequence on every call, exactly as the paper's code does. It is the
+ground truth the fast engine is tested against, and it runs any XLNet-format checkpoint.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..model import Batch, check_queries
+from .xlnet_masks import natural_limits, perm_mask_from_limits, target_mapping
+
+
+def group_queries(sigma: torch.Tensor, q_rank: torch.Tensor, q_ctx: torch.Tensor) -> list[list[list[int]]]:
+    """Split each row's queries into groups that one XLNet forward can answer.
+
+    XLNet has one query row and one mask row per position, so a group may hold each position
+    once, and a query whose context stops short of its own rank (c < r) must not have its
+    content read by another query of the group (every other context in the group <= r).
+    Returns groups[b][g] = list of query indices.
+    """
+    out: list[list[list[int]]] = []
+    for r_row, c_row in zip(q_rank.tolist(), q_ctx.tolist()):
+        groups: list[list[int]] = []
+        meta: list[tuple[set[int], int, int]] = []  # (ranks, max ctx, min rank of short queries)
+        for qi, (r, c) in enumerate(zip(r_row, c_row)):
+            if r < 0:
+                continue
+            for g, (ranks, max_c, min_short) in enumerate(meta):
+                if r in ranks or c > min_short or (c < r and max_c > r):
+                    continue
+                groups[g].append(qi)
+                meta[g] = (ranks | {r}, max(max_c, c), min(min_short, r) if c < r else min_short)
+                break
+            else:
+                groups.append([qi])
+                meta.append(({r}, c, r if c < r else 1 << 60))
+        out.append(groups)
+    return out
+
+
+class XLNetReference:
+    """The AS-ARM protocol over a ``transformers.XLNetLMHeadModel``."""
+
+    needs_prompt = True
+
+    def __init__(self, model, forbidden_ids: tuple[int, ...] = (), max_length: int | None = None):
+        self.net = model.eval()
+        self.vocab_size = int(model.config.vocab_size)
+        self.forbidden_ids = tuple(int(i) for i in forbidden_ids)
+        self.max_length = max_length
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def open(self, batch: Batch) -> _ReferenceSession:
+        return _ReferenceSession(self, batch.to(self.device))
+
+
+class _ReferenceSession:
+    def __init__(self, model: XLNetReference, batch: Batch):
+        self.model, self.batch = model, batch
+        self.pos_of_rank = batch.pos_of_rank
+        self.limits = natural_limits(batch.sigma, batch.n_prompt)  # [B, L]
+
+    @torch.no_grad()
+    def logits(self, tokens, n, m, q_rank, q_ctx):
+        check_queries(self.batch, n, m, q_rank, q_ctx)
+        B, L = tokens.shape
+        Q = q_rank.shape[1]
+        out = torch.zeros(B, Q, self.model.vocab_size, device=tokens.device)
+        groups = group_queries(self.batch.sigma, q_rank, q_ctx)
+        for g in range(max((len(gs) for gs in groups), default=0)):
+            idx = [gs[g] if g < len(gs) else [] for gs in groups]
+            G = max(len(i) for i in idx)
+            qi = torch.full((B, G), -1, dtype=torch.long, device=tokens.device)
+            for b, ii in enumerate(idx):
+                qi[b, : len(ii)] = torch.tensor(ii, dtype=torch.long)
+            valid = qi >= 0
+            r = torch.where(valid, torch.gather(q_rank, 1, qi.clamp(min=0)), 0)
+            c = torch.gather(q_ctx, 1, qi.clamp(min=0))
+            pos = torch.where(valid, torch.gather(self.pos_of_rank, 1, r), -1)
+            limits = self.limits.clone()
+            bi, gi = valid.nonzero(as_tuple=True)
+            limits[bi, pos[bi, gi]] = c[bi, gi]
+            perm = perm_mask_from_limits(self.batch.sigma, limits).to(self._dtype)
+            tm = target_mapping(pos, L).to(self._dtype)
+            logits = self.model.net(
+                input_ids=tokens, perm_mask=perm, target_mapping=tm, use_mems=False
+            ).logits  # [B, G, V]
+            out[bi, qi[bi, gi]] = logits[bi, gi].float()
+        return out
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.net.parameters()).dtype

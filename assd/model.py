@@ -1,0 +1,190 @@
+"""The AS-ARM interface: one protocol every backend implements and every sampler uses.
+
+Everything is phrased in *ranks* of a decoding order (see ``assd.orders``):
+
+- a :class:`Batch` holds B sequences, each with its own order ``sigma``, prompt size ``n_prompt``
+  (ranks ``< n_prompt`` are the visible prompt) and ``length`` (ranks ``>= length`` are padding);
+- ``model.open(batch)`` returns a :class:`Session`; ``session.logits(...)`` answers a set of
+  *queries*. Query ``(rank r, context c)`` asks for the logits of the token at rank ``r``
+  conditioned on the tokens at ranks ``< c`` (``n_prompt <= c <= r``).
+
+With that one primitive:
+
+- draft   = queries ``(n+i, n)`` for i < k: k mutually independent predictions given ranks < n;
+- oracle  = queries ``(n+i, n+i)`` with proposals filled in at ranks n..n+k-1: exact chain rule;
+- likelihood = oracle over every masked rank with the completed tokens (teacher forcing).
+
+A call also says which ranks are *committed* (``< n``: fixed for the rest of the session, so a
+backend may cache their states) and which are *proposals* (``n .. n+m-1``: may change next call).
+The prompt attends bidirectionally to itself; everything else attends to lower ranks only.
+Backends never sample; samplers never build attention masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from .orders import inverse_order, validate_order
+
+__all__ = ["Batch", "ASARM", "Session", "make_batch", "check_queries", "draft_queries", "oracle_queries"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """B sequences to infill. Positions at ranks >= n_prompt are generated (their token is ignored).
+
+    tokens:   [B, L] long   prompt tokens in place; other positions hold anything (e.g. mask id)
+    sigma:    [B, L] long   rank of each position
+    n_prompt: [B] long      number of visible (prompt) positions
+    length:   [B] long      real length of each row; positions/ranks beyond it are padding
+    """
+
+    tokens: torch.Tensor
+    sigma: torch.Tensor
+    n_prompt: torch.Tensor
+    length: torch.Tensor
+
+    @property
+    def pos_of_rank(self) -> torch.Tensor:  # [B, L]
+        return inverse_order(self.sigma)
+
+    @property
+    def size(self) -> int:
+        return self.tokens.shape[0]
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(*(t.to(device) for t in (self.tokens, self.sigma, self.n_prompt, self.length)))
+
+    def with_tokens(self, tokens: torch.Tensor) -> Batch:
+        return replace(self, tokens=tokens)
+
+
+def make_batch(
+    tokens: torch.Tensor,
+    sigma: torch.Tensor,
+    n_prompt: torch.Tensor | int,
+    length: torch.Tensor | None = None,
+    *,
+    vocab_size: int | None = None,
+    max_length: int | None = None,
+    needs_prompt: bool = False,
+) -> Batch:
+    """Validate and assemble a :class:`Batch` (1-D inputs are treated as one sequence).
+
+    Ragged rows: give ``length`` and put padding positions at the end of the row; their ranks
+    must be >= length (``order_from_mask`` on a mask that marks padding as masked, then trimming
+    ``length``, does that for you).
+    """
+    if not isinstance(tokens, torch.Tensor) or not isinstance(sigma, torch.Tensor):
+        raise TypeError("tokens and sigma must be torch tensors")
+    if tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"tokens must be an integer tensor of token ids, got {tokens.dtype}")
+    if tokens.dim() == 1:
+        tokens = tokens.unsqueeze(0)
+    if sigma.dim() == 1:
+        sigma = sigma.unsqueeze(0)
+    if tokens.dim() != 2:
+        raise ValueError(f"tokens must have shape [L] or [B, L], got {tuple(tokens.shape)}")
+    if sigma.shape != tokens.shape:
+        raise ValueError(
+            f"sigma shape {tuple(sigma.shape)} must match tokens shape {tuple(tokens.shape)}"
+        )
+    B, L = tokens.shape
+    n_prompt = torch.as_tensor(n_prompt, dtype=torch.long, device=tokens.device)
+    n_prompt = n_prompt.expand(B).clone() if n_prompt.dim() == 0 else n_prompt
+    if length is None:
+        length = torch.full((B,), L, dtype=torch.long, device=tokens.device)
+    length = torch.as_tensor(length, dtype=torch.long, device=tokens.device)
+    if length.shape != (B,):
+        raise ValueError(f"length must have shape [B]={B}, got {tuple(length.shape)}")
+    if bool((length < 1).any()) or bool((length > L).any()):
+        raise ValueError(f"length must lie in [1, L={L}] for every row")
+    validate_order(sigma.long(), n_prompt, length)
+    if max_length is not None and int(length.max()) > max_length:
+        raise ValueError(
+            f"sequence length {int(length.max())} exceeds the model's maximum of {max_length} "
+            "tokens: shorten the input or mask fewer tokens"
+        )
+    if bool((n_prompt >= length).any()):
+        raise ValueError("nothing to generate: every row needs at least one masked position")
+    if needs_prompt and bool((n_prompt == 0).any()):
+        raise ValueError(
+            "this model needs at least one visible (prompt) token: unmask at least one position"
+        )
+    pos_of_rank = inverse_order(sigma.long())
+    ranks = torch.arange(L, device=tokens.device).expand(B, L)
+    pad_pos = torch.gather(pos_of_rank, 1, ranks) if L else pos_of_rank
+    is_pad = ranks >= length[:, None]
+    if bool((is_pad & (pad_pos < length[:, None])).any()):
+        raise ValueError("padding ranks (>= length) must sit at positions >= length (pad at the end)")
+    if vocab_size is not None:
+        prompt = sigma < n_prompt[:, None]
+        bad = prompt & ((tokens < 0) | (tokens >= vocab_size))
+        if bool(bad.any()):
+            raise ValueError(
+                f"prompt token ids must lie in [0, vocab_size={vocab_size}); "
+                f"found {tokens[bad][:5].tolist()}"
+            )
+    return Batch(tokens.long(), sigma.long(), n_prompt, length)
+
+
+@runtime_checkable
+class Session(Protocol):
+    """An open inference session over one :class:`Batch` (a backend may keep a KV cache)."""
+
+    def logits(
+        self,
+        tokens: torch.Tensor,  # [B, L] current tokens (ranks < n + m filled in)
+        n: torch.Tensor,  # [B] ranks < n are committed (never change again in this session)
+        m: torch.Tensor,  # [B] ranks n .. n+m-1 hold proposals (may change in later calls)
+        q_rank: torch.Tensor,  # [B, Q] rank to predict; -1 = padding query
+        q_ctx: torch.Tensor,  # [B, Q] condition on ranks < q_ctx; n_prompt <= q_ctx <= min(q_rank, n+m)
+    ) -> torch.Tensor:  # [B, Q, V] logits (padding queries: anything finite)
+        ...
+
+
+@runtime_checkable
+class ASARM(Protocol):
+    """An any-subset autoregressive model."""
+
+    vocab_size: int
+    max_length: int | None  # longest sequence the model takes (None: no limit)
+    needs_prompt: bool  # True if at least one visible token is required
+    forbidden_ids: tuple[int, ...]  # never generated (mask, pad, ...): logit -inf before softmax
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def open(self, batch: Batch) -> Session: ...
+
+
+def check_queries(
+    batch: Batch, n: torch.Tensor, m: torch.Tensor, q_rank: torch.Tensor, q_ctx: torch.Tensor
+) -> None:
+    """Debug helper for backends: raise if a query breaks the contract above."""
+    valid = q_rank >= 0
+    if bool((valid & (q_ctx > q_rank)).any()):
+        raise ValueError("query context must not exceed its rank (q_ctx <= q_rank)")
+    if bool((valid & (q_ctx > (n + m)[:, None])).any()):
+        raise ValueError("query context reaches beyond the filled ranks (q_ctx <= n + m)")
+    if bool((valid & (q_ctx < batch.n_prompt[:, None])).any()):
+        raise ValueError("query context must include the whole prompt (q_ctx >= n_prompt)")
+    if bool((valid & (q_rank >= batch.length[:, None])).any()):
+        raise ValueError("query rank lies in the padding (q_rank >= length)")
+
+
+def draft_queries(n: torch.Tensor, k: int, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries (n+i, n), i < k, padded with -1 past each row's length. Shapes [B, k]."""
+    r = n[:, None] + torch.arange(k, device=n.device)
+    valid = r < length[:, None]
+    return torch.where(valid, r, -1), torch.where(valid, n[:, None].expand_as(r), -1)
+
+
+def oracle_queries(n: torch.Tensor, k: int, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries (n+i, n+i), i < k: the exact chain rule. Shapes [B, k]."""
+    r = n[:, None] + torch.arange(k, device=n.device)
+    valid = r < length[:, None]
+    return torch.where(valid, r, -1), torch.where(valid, r, -1)

@@ -1,0 +1,29 @@
+"""Logits to sampling distributions, shared by every sampler."""
+
+from __future__ import annotations
+
+import torch
+
+
+def to_probs(logits: torch.Tensor, temperature: float, forbidden_ids: tuple[int, ...] = ()) -> torch.Tensor:
+    """softmax(logits / T) with forbidden tokens removed *before* normalising.
+
+    logits [..., V] -> probs [..., V] in float32 (float64 stays float64).
+    """
+    x = logits.double() if logits.dtype == torch.float64 else logits.float()
+    x = x / temperature
+    if forbidden_ids:
+        x = x.clone()
+        x[..., list(forbidden_ids)] = float("-inf")
+    return torch.softmax(x, dim=-1)
+
+
+def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """norm(max(p - q, 0)) along the last dim; falls back to p where p and q coincide.
+
+    The fallback only matters where rejection had probability zero (p <= q everywhere means
+    p == q), so it never changes the output distribution.
+    """
+    r = (p - q).clamp(min=0)
+    total = r.sum(-1, keepdim=True)
+    return torch.where(total > 0, r / total.clamp(min=torch.finfo(r.dtype).tiny), p)

@@ -1,0 +1,57 @@
+"""Randomness for samplers, behind two operations.
+
+Samplers draw every random choice through an ``Rng``: a categorical draw and the speculative
+acceptance test (the index of the first rejection). ``TorchRng`` uses a ``torch.Generator``;
+``assd.exact`` swaps in an enumerating Rng that walks every outcome of the *same* sampler code,
+which is how the exactness tests compute a sampler's output distribution exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class Rng(Protocol):
+    def categorical(self, probs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """probs [B, S, V] (rows sum to 1 where valid), valid [B, S] -> samples [B, S] (0 if invalid)."""
+        ...
+
+    def first_rejection(self, accept: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """accept [B, K] acceptance probabilities, count [B] how many are tested ->
+        [B] number accepted before the first rejection (count if none), testing in order."""
+        ...
+
+
+class TorchRng:
+    """Draws with a ``torch.Generator`` (on the probabilities' device)."""
+
+    def __init__(self, generator: torch.Generator | None = None):
+        self.generator = generator
+
+    def _uniform(self, shape, like: torch.Tensor) -> torch.Tensor:
+        g = self.generator
+        if g is not None and g.device.type != like.device.type:
+            return torch.rand(shape, generator=g, dtype=like.dtype).to(like.device)
+        return torch.rand(shape, generator=g, dtype=like.dtype, device=like.device)
+
+    def categorical(self, probs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        # Inverse CDF: one uniform per draw, works on any device and batch shape.
+        cdf = probs.cumsum(-1)
+        u = self._uniform(probs.shape[:-1], probs) * cdf[..., -1]
+        idx = torch.searchsorted(cdf, u.unsqueeze(-1), right=True).squeeze(-1)
+        idx = idx.clamp(max=probs.shape[-1] - 1)
+        # Never return a zero-probability token because of rounding at a cdf plateau.
+        bad = torch.gather(probs, -1, idx.unsqueeze(-1)).squeeze(-1) <= 0
+        if bool(bad.any()):
+            idx = torch.where(bad, probs.argmax(-1), idx)
+        return torch.where(valid, idx, 0)
+
+    def first_rejection(self, accept: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        K = accept.shape[1]
+        u = self._uniform(accept.shape, accept)
+        tested = torch.arange(K, device=accept.device) < count[:, None]
+        rejected = (u >= accept) & tested
+        first = torch.where(rejected, torch.arange(K, device=accept.device), K).min(-1).values
+        return torch.minimum(first, count)
