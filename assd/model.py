@@ -29,7 +29,15 @@ import torch
 
 from .orders import inverse_order, validate_order
 
-__all__ = ["Batch", "ASARM", "Session", "make_batch", "check_queries", "draft_queries", "oracle_queries"]
+__all__ = [
+    "Batch",
+    "ASARM",
+    "Session",
+    "make_batch",
+    "check_queries",
+    "draft_queries",
+    "oracle_queries",
+]
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,9 @@ def make_batch(
     pad_pos = torch.gather(pos_of_rank, 1, ranks) if L else pos_of_rank
     is_pad = ranks >= length[:, None]
     if bool((is_pad & (pad_pos < length[:, None])).any()):
-        raise ValueError("padding ranks (>= length) must sit at positions >= length (pad at the end)")
+        raise ValueError(
+            "padding ranks (>= length) must sit at positions >= length (pad at the end)"
+        )
     if vocab_size is not None:
         prompt = sigma < n_prompt[:, None]
         bad = prompt & ((tokens < 0) | (tokens >= vocab_size))
@@ -176,14 +186,18 @@ def check_queries(
         raise ValueError("query rank lies in the padding (q_rank >= length)")
 
 
-def draft_queries(n: torch.Tensor, k: int, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def draft_queries(
+    n: torch.Tensor, k: int, length: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Queries (n+i, n), i < k, padded with -1 past each row's length. Shapes [B, k]."""
     r = n[:, None] + torch.arange(k, device=n.device)
     valid = r < length[:, None]
     return torch.where(valid, r, -1), torch.where(valid, n[:, None].expand_as(r), -1)
 
 
-def oracle_queries(n: torch.Tensor, k: int, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def oracle_queries(
+    n: torch.Tensor, k: int, length: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Queries (n+i, n+i), i < k: the exact chain rule. Shapes [B, k]."""
     r = n[:, None] + torch.arange(k, device=n.device)
     valid = r < length[:, None]

@@ -68,7 +68,9 @@ def order_with_masked_order(
         )
     visible = torch.nonzero(~mask).flatten().tolist()
     pos_of_rank = torch.tensor(visible + [int(p) for p in masked_positions], dtype=torch.long)
-    return inverse_order(pos_of_rank).to(mask.device), torch.tensor(len(visible), device=mask.device)
+    return inverse_order(pos_of_rank).to(mask.device), torch.tensor(
+        len(visible), device=mask.device
+    )
 
 
 def random_subset_order(
@@ -109,7 +111,9 @@ def inverse_order(perm: torch.Tensor) -> torch.Tensor:
     return inv
 
 
-def validate_order(sigma: torch.Tensor, n_prompt: torch.Tensor, length: torch.Tensor | None = None) -> None:
+def validate_order(
+    sigma: torch.Tensor, n_prompt: torch.Tensor, length: torch.Tensor | None = None
+) -> None:
     """Raise ValueError unless every row of sigma is a permutation of 0..L-1 and n_prompt fits.
 
     sigma: [B, L]; n_prompt: [B]; length: [B] (ranks >= length are padding).
@@ -125,7 +129,9 @@ def validate_order(sigma: torch.Tensor, n_prompt: torch.Tensor, length: torch.Te
     if ok:
         ok = bool((sigma.sort(-1).values == torch.arange(L, device=sigma.device)).all())
     if not ok:
-        raise ValueError("sigma is not a permutation of 0..L-1 in every row (each rank must appear once)")
+        raise ValueError(
+            "sigma is not a permutation of 0..L-1 in every row (each rank must appear once)"
+        )
     if n_prompt.shape != (B,):
         raise ValueError(f"n_prompt must have shape [B]={B}, got {tuple(n_prompt.shape)}")
     end = length if length is not None else torch.full_like(n_prompt, L)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def to_probs(logits: torch.Tensor, temperature: float, forbidden_ids: tuple[int, ...] = ()) -> torch.Tensor:
+def to_probs(
+    logits: torch.Tensor, temperature: float, forbidden_ids: tuple[int, ...] = ()
+) -> torch.Tensor:
     """softmax(logits / T) with forbidden tokens removed *before* normalising.
 
     logits [..., V] -> probs [..., V] in float32 (float64 stays float64).

@@ -55,7 +55,11 @@ class ToyASARM:
         V, Lm = self.vocab_size, self.max_length
         code = torch.where(visible, tokens.clamp(0, V - 1), V)  # hidden -> V
         pad = torch.full((N, Lm - L), V, dtype=code.dtype, device=code.device)
-        x = torch.nn.functional.one_hot(torch.cat([code, pad], 1), V + 1).flatten(1).to(self.w1.dtype)
+        x = (
+            torch.nn.functional.one_hot(torch.cat([code, pad], 1), V + 1)
+            .flatten(1)
+            .to(self.w1.dtype)
+        )
         t = torch.nn.functional.one_hot(target, Lm).to(self.w1.dtype)
         h = torch.tanh(torch.cat([x, t], 1) @ self.w1 + self.b1)  # [N, H]
         return torch.einsum("nh,nhv->nv", h, self.w2[target]) + self.b2[target]
@@ -81,4 +85,6 @@ class ToySession:
             visible.reshape(B * Q, -1),
             target.reshape(-1),
         )
-        return torch.where(valid[:, :, None], flat.view(B, Q, -1), torch.zeros_like(flat.view(B, Q, -1)))
+        return torch.where(
+            valid[:, :, None], flat.view(B, Q, -1), torch.zeros_like(flat.view(B, Q, -1))
+        )

@@ -12,7 +12,9 @@ from ..model import Batch, check_queries
 from .xlnet_masks import natural_limits, perm_mask_from_limits, target_mapping
 
 
-def group_queries(sigma: torch.Tensor, q_rank: torch.Tensor, q_ctx: torch.Tensor) -> list[list[list[int]]]:
+def group_queries(
+    sigma: torch.Tensor, q_rank: torch.Tensor, q_ctx: torch.Tensor
+) -> list[list[list[int]]]:
     """Split each row's queries into groups that one XLNet forward can answer.
 
     XLNet has one query row and one mask row per position, so a group may hold each position

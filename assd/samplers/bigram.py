@@ -12,7 +12,9 @@ import torch
 from .state import State
 
 
-def bigram_draft(state: State, tokens: torch.Tensor, rank: torch.Tensor, known: torch.Tensor, vocab_size: int):
+def bigram_draft(
+    state: State, tokens: torch.Tensor, rank: torch.Tensor, known: torch.Tensor, vocab_size: int
+):
     """Draft distribution [B, V] for the token at rank [B].
 
     tokens: [B, L] with ranks < known [B] filled (committed + earlier proposals of this round);

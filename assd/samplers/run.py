@@ -54,7 +54,13 @@ def traces_of(record: RoundRecord, state: State) -> list[RoundTrace | None]:
         if not r["active"][b]:
             out.append(None)
             continue
-        s, d, a, e, c = r["start"][b], r["drafted"][b], r["accepted"][b], r["extra"][b], r["committed"][b]
+        s, d, a, e, c = (
+            r["start"][b],
+            r["drafted"][b],
+            r["accepted"][b],
+            r["extra"][b],
+            r["committed"][b],
+        )
         drafted = [pos[b][s + i] for i in range(d)]
         extra_pos = pos[b][s + a] if e else None
         out.append(

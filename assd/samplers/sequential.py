@@ -19,7 +19,9 @@ def _commit_parallel(state: State, session: Session, rng: Rng, k: int, temperatu
     valid = (q_rank >= 0) & act[:, None]
     q_rank, q_ctx = torch.where(valid, q_rank, -1), torch.where(valid, q_ctx, -1)
     zero = torch.zeros_like(state.n)
-    p = to_probs(session.logits(state.tokens, state.n, zero, q_rank, q_ctx), temperature, state.forbidden)
+    p = to_probs(
+        session.logits(state.tokens, state.n, zero, q_rank, q_ctx), temperature, state.forbidden
+    )
     x = rng.categorical(p, valid)
     tokens = state.place(state.tokens, q_rank, x, valid)
     drafted = valid.sum(-1)
@@ -83,4 +85,6 @@ def _check_temperature(t) -> None:
     if not isinstance(t, (int, float)) or isinstance(t, bool):
         raise TypeError(f"temperature must be a number, got {type(t).__name__}")
     if not t > 0:
-        raise ValueError(f"temperature must be > 0, got {t} (use a small value such as 0.1 for near-greedy)")
+        raise ValueError(
+            f"temperature must be > 0, got {t} (use a small value such as 0.1 for near-greedy)"
+        )

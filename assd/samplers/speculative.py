@@ -133,7 +133,9 @@ class ASSD:
 
         has_bonus = multi & self.bonus & (st.n + kk < st.end)
         o_valid = valid | (single[:, None] & (ar == 0))
-        o_rank = torch.cat([torch.where(o_valid, ranks, -1), torch.where(has_bonus, st.n + kk, -1)[:, None]], 1)
+        o_rank = torch.cat(
+            [torch.where(o_valid, ranks, -1), torch.where(has_bonus, st.n + kk, -1)[:, None]], 1
+        )
         logits = session.logits(tokens, st.n, kk, o_rank, o_rank)  # [B, K+1, V]
         p_all = to_probs(logits, self._oracle_temperature(), st.forbidden)
         calls = calls + act.long()
@@ -147,7 +149,9 @@ class ASSD:
         ai = a.clamp(max=K - 1)[:, None, None].expand(B, 1, p.shape[-1])
         p_a, q_a = torch.gather(p, 1, ai)[:, 0], torch.gather(q, 1, ai)[:, 0]
         bonus_now = has_bonus & (a == kk)
-        dist = torch.where(rejected[:, None], residual(p_a, q_a), torch.where(single[:, None], p[:, 0], p_next))
+        dist = torch.where(
+            rejected[:, None], residual(p_a, q_a), torch.where(single[:, None], p[:, 0], p_next)
+        )
         need = rejected | bonus_now | single
         y = rng.categorical(dist[:, None], need[:, None])
         tokens = st.place(tokens, (st.n + a)[:, None], y, need[:, None])
@@ -192,7 +196,11 @@ class ASSD:
         a_all = torch.arange(K + 1, device=dev)  # possible outcomes a
         d_rank = st.n[:, None, None] + a_all[None, :, None] + 1 + ar[None, None, :]  # [B, K+1, K]
         d_ctx = (st.n[:, None] + a_all)[:, :, None].expand(B, K + 1, K)
-        d_ok = act[:, None, None] & (a_all[None, :, None] <= kk[:, None, None]) & (d_rank < st.end[:, None, None])
+        d_ok = (
+            act[:, None, None]
+            & (a_all[None, :, None] <= kk[:, None, None])
+            & (d_rank < st.end[:, None, None])
+        )
         q_rank = torch.cat([o_rank, nx_rank, torch.where(d_ok, d_rank, -1).flatten(1)], 1)
         q_ctx = torch.cat([o_rank, nx_rank, torch.where(d_ok, d_ctx, -1).flatten(1)], 1)
         logits = session.logits(tokens, st.n, kk, q_rank, q_ctx)
@@ -227,4 +235,3 @@ class ASSD:
         out = st.commit(tokens, new_n, calls)
         out.pend_x, out.pend_q, out.pend_k = nx, nq, new_k
         return out, rec
-

@@ -48,7 +48,9 @@ class State:
         L = self.tokens.shape[1]
         return torch.gather(self.pos_of_rank, 1, ranks.clamp(0, L - 1))
 
-    def place(self, tokens: torch.Tensor, ranks: torch.Tensor, values: torch.Tensor, valid: torch.Tensor):
+    def place(
+        self, tokens: torch.Tensor, ranks: torch.Tensor, values: torch.Tensor, valid: torch.Tensor
+    ):
         """Copy of tokens with values [B, K] written at ranks [B, K] where valid."""
         out = tokens.clone()
         pos = self.rank_to_pos(ranks)
