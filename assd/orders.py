@@ -58,7 +58,6 @@ def order_with_masked_order(
     mask = _as_mask(mask)
     if mask.dim() != 1:
         raise ValueError("order_with_masked_order takes one sequence: mask must have shape [L]")
-    L = mask.shape[0]
     want = sorted(int(p) for p in masked_positions)
     have = torch.nonzero(mask).flatten().tolist()
     if want != have:

@@ -15,7 +15,7 @@ from .state import State
 def bigram_draft(
     state: State, tokens: torch.Tensor, rank: torch.Tensor, known: torch.Tensor, vocab_size: int
 ):
-    """Draft distribution [B, V] for the token at rank [B].
+    """Draft distribution [B, V] (float64: counts are exact) for the token at rank [B].
 
     tokens: [B, L] with ranks < known [B] filled (committed + earlier proposals of this round);
     the pair statistics use committed ranks (< state.n) only.
@@ -32,12 +32,12 @@ def bigram_draft(
     pair = committed[:, :-1] & committed[:, 1:]  # [B, L-1]
     match = pair & (tokens[:, :-1] == a) & left_known[:, None]
     follow = tokens[:, 1:].clamp(0, vocab_size - 1)
-    counts = torch.zeros(B, vocab_size, device=dev)
-    counts.scatter_add_(1, follow, match.float())
+    counts = torch.zeros(B, vocab_size, device=dev, dtype=torch.float64)
+    counts.scatter_add_(1, follow, match.double())
 
-    uni = torch.zeros(B, vocab_size, device=dev)
-    uni.scatter_add_(1, tokens.clamp(0, vocab_size - 1), committed.float())
-    allowed = torch.ones(vocab_size, device=dev)
+    uni = torch.zeros(B, vocab_size, device=dev, dtype=torch.float64)
+    uni.scatter_add_(1, tokens.clamp(0, vocab_size - 1), committed.double())
+    allowed = torch.ones(vocab_size, device=dev, dtype=torch.float64)
     if state.forbidden:
         allowed[list(state.forbidden)] = 0
     counts, uni = counts * allowed, uni * allowed

@@ -54,8 +54,8 @@ class State:
         """Copy of tokens with values [B, K] written at ranks [B, K] where valid."""
         out = tokens.clone()
         pos = self.rank_to_pos(ranks)
-        cur = torch.gather(out, 1, pos)
-        out.scatter_(1, pos, torch.where(valid, values, cur))
+        rows = torch.arange(tokens.shape[0], device=tokens.device)[:, None].expand_as(pos)
+        out[rows[valid], pos[valid]] = values[valid]  # invalid entries may alias valid positions
         return out
 
     def commit(self, tokens: torch.Tensor, new_n: torch.Tensor, calls: torch.Tensor) -> State:
@@ -140,3 +140,11 @@ class RoundRecord:
     calls: torch.Tensor
     p_draft: torch.Tensor
     p_oracle: torch.Tensor
+
+
+def cat_states(states: list[State]) -> State:
+    """Stack states (same L, K, V) along the batch dim."""
+    first = states[0]
+    return replace(
+        first, **{f.name: torch.cat([getattr(s, f.name) for s in states]) for f in _tensor_fields(first)}
+    )
