@@ -66,7 +66,12 @@ class EnumRng:
 
 
 def _repeat(batch: Batch, n: int) -> Batch:
-    return Batch(*(t.expand(n, *t.shape[1:]).clone() for t in (batch.tokens, batch.sigma, batch.n_prompt, batch.length)))
+    return Batch(
+        *(
+            t.expand(n, *t.shape[1:]).clone()
+            for t in (batch.tokens, batch.sigma, batch.n_prompt, batch.length)
+        )
+    )
 
 
 def _completion(state: State, row: int, batch: Batch) -> tuple[int, ...]:
@@ -75,11 +80,15 @@ def _completion(state: State, row: int, batch: Batch) -> tuple[int, ...]:
     return tuple(state.tokens[row][gen.to(state.tokens.device)].tolist())
 
 
-def sampler_distribution(model: ASARM, batch: Batch, sampler, max_rows: int = 200_000) -> dict[tuple, float]:
+def sampler_distribution(
+    model: ASARM, batch: Batch, sampler, max_rows: int = 200_000
+) -> dict[tuple, float]:
     """Exact distribution of ``sampler``'s completions of the single sequence in ``batch``."""
     if batch.size != 1:
         raise ValueError("sampler_distribution takes a batch of one sequence")
-    frontier: list[tuple[State, float]] = [(sampler.init(batch, model.forbidden_ids, model.vocab_size), 1.0)]
+    frontier: list[tuple[State, float]] = [
+        (sampler.init(batch, model.forbidden_ids, model.vocab_size), 1.0)
+    ]
     out: dict[tuple, float] = defaultdict(float)
     while frontier:
         live = []
@@ -95,7 +104,9 @@ def sampler_distribution(model: ASARM, batch: Batch, sampler, max_rows: int = 20
         rows = [(i, [], p) for i, (_, p) in enumerate(live)]
         while rows:
             if len(rows) > max_rows:
-                raise RuntimeError(f"enumeration needs more than {max_rows} rows: use a smaller case")
+                raise RuntimeError(
+                    f"enumeration needs more than {max_rows} rows: use a smaller case"
+                )
             st = index_state(states, torch.tensor([r[0] for r in rows]))
             rng = EnumRng([r[1] for r in rows])
             new, _ = sampler.step(st, model.open(_repeat(batch, len(rows))), rng)
@@ -126,7 +137,9 @@ def sequential_joint(model: ASARM, batch: Batch, temperature: float = 1.0) -> di
         N = tokens.shape[0]
         sub = _repeat(batch, N)
         q = torch.full((N, 1), r, dtype=torch.long)
-        logits = model.open(sub).logits(tokens, torch.full((N,), r), torch.zeros(N, dtype=torch.long), q, q)
+        logits = model.open(sub).logits(
+            tokens, torch.full((N,), r), torch.zeros(N, dtype=torch.long), q, q
+        )
         p = to_probs(logits[:, 0], temperature, model.forbidden_ids).double()  # [N, V]
         V = p.shape[1]
         tokens = tokens.repeat_interleave(V, 0)

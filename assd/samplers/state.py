@@ -146,5 +146,6 @@ def cat_states(states: list[State]) -> State:
     """Stack states (same L, K, V) along the batch dim."""
     first = states[0]
     return replace(
-        first, **{f.name: torch.cat([getattr(s, f.name) for s in states]) for f in _tensor_fields(first)}
+        first,
+        **{f.name: torch.cat([getattr(s, f.name) for s in states]) for f in _tensor_fields(first)},
     )

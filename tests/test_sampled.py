@@ -1,0 +1,87 @@
+"""Exactness, sampled: the real batched sampler (TorchRng) against the exact joint, G-test.
+
+Fixed seeds make the test deterministic; the threshold p > 1e-4 leaves room for honest samplers
+while unverified parallel decoding is rejected by the same test.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from assd import ASSD, MeanField, Sequential, make_batch, sample
+from assd.backends.toy import ToyASARM
+from assd.exact import sequential_joint
+from assd.orders import order_from_mask, order_with_masked_order
+
+N = 20_000
+
+
+def ragged_batch():
+    """Half the rows: length 6, prompt {0, 3}, left-to-right. Other half: length 5, custom order."""
+    L = 6
+    mask_a = torch.tensor([False, True, True, False, True, True])
+    sig_a, p_a = order_from_mask(mask_a)
+    mask_b = torch.tensor([True, False, True, True, True])
+    sig_b, p_b = order_with_masked_order(mask_b, [4, 0, 3, 2])
+    sig_b = torch.cat([sig_b, torch.tensor([5])])  # padding position 5 takes the last rank
+    tok_a = torch.tensor([1, 0, 0, 2, 0, 0])
+    tok_b = torch.tensor([0, 2, 0, 0, 0, 0])
+    rows = [(tok_a, sig_a, p_a, L), (tok_b, sig_b, p_b, 5)]
+    t, s, p, n = zip(*[rows[i % 2] for i in range(N)])
+    return make_batch(torch.stack(t), torch.stack(s), torch.stack(p), torch.tensor(n)), rows
+
+
+def g_test(counts: Counter, joint: dict) -> float:
+    """Pearson chi-square p-value, pooling outcomes with expected count < 5."""
+    n = sum(counts.values())
+    obs, exp, pool_o, pool_e = [], [], 0.0, 0.0
+    for k, p in joint.items():
+        if p * n >= 5:
+            obs.append(counts.get(k, 0))
+            exp.append(p * n)
+        else:
+            pool_o += counts.get(k, 0)
+            pool_e += p * n
+    pool_o += sum(c for k, c in counts.items() if k not in joint)  # impossible outcomes
+    if pool_e > 0 or pool_o > 0:
+        obs.append(pool_o)
+        exp.append(max(pool_e, 1e-9))
+    return float(chisquare(obs, exp).pvalue)
+
+
+def pvalues(sampler, seed):
+    model = ToyASARM(3, 6, seed=7)
+    batch, rows = ragged_batch()
+    results = sample(model, batch, sampler, torch.Generator().manual_seed(seed), trace=False)
+    out = []
+    for parity, (tok, sig, p, n) in enumerate(rows):
+        one = make_batch(tok[:n], sig[:n], p)
+        joint = sequential_joint(model, one, sampler.temperature)
+        gen = [i for i in range(n) if sig[i] >= p]
+        counts = Counter(tuple(results[b].tokens[i] for i in gen) for b in range(parity, N, 2))
+        out.append(g_test(counts, joint))
+    return out
+
+
+EXACT = [
+    Sequential(),
+    ASSD(k=3),
+    ASSD(k=4, temperature=0.7),
+    ASSD(k=3, draft="bigram"),
+    ASSD(k=3, bonus=True),
+    ASSD(k=3, one_call=True),
+]
+
+
+@pytest.mark.parametrize("sampler", EXACT, ids=lambda s: s.name)
+def test_exact_samplers_pass(sampler):
+    assert min(pvalues(sampler, seed=1234)) > 1e-4
+
+
+@pytest.mark.parametrize("sampler", [MeanField(k=4), ASSD(k=4, r_atol=0.9)], ids=lambda s: s.name)
+def test_inexact_sampler_is_rejected(sampler):
+    assert min(pvalues(sampler, seed=1234)) < 1e-4
