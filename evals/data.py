@@ -1,0 +1,129 @@
+"""Evaluation data: local copies under ``--data`` (offline) or the Hugging Face Hub (online).
+
+Each loader returns plain Python records so the evals never depend on where the data came from.
+Local files are read with ``datasets.load_dataset("json", ...)`` / ``csv`` like any user file.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+WIKITEXT_ROWS = "eval/wikitext2/test.hf_rows.jsonl.gz"
+WIKITEXT_RAW = "eval/wikitext2/wiki.test.raw.gz"
+ROCSTORIES = "eval/rocstories/cloze_test_val__spring2016.csv"
+HUMANEVAL_SINGLE_LINE = "eval/humaneval_infilling/HumanEval-SingleLineInfilling.jsonl.gz"
+HUMANEVAL_FIELDS = ("task_id", "prompt", "suffix", "canonical_solution", "test", "entry_point")
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{what} not found at {path}: pass --data pointing at the shared data folder "
+            "(it holds eval/...), or --online to read it from the Hugging Face Hub"
+        )
+    return path
+
+
+def _open_text(path: Path):
+    return (
+        gzip.open(path, "rt", encoding="utf-8")
+        if path.suffix == ".gz"
+        else open(path, encoding="utf-8")
+    )
+
+
+def load_wikitext2(data_dir: str | Path | None) -> list[str]:
+    """WikiText-2 raw test split as rows of text (Hub order); ``data_dir=None`` reads the Hub."""
+    if data_dir is None:
+        from datasets import load_dataset
+
+        return list(load_dataset("Salesforce/wikitext", "wikitext-2-raw-v1", split="test")["text"])
+    rows = Path(data_dir) / WIKITEXT_ROWS
+    if rows.exists():
+        with _open_text(rows) as f:
+            return [json.loads(line)["text"] for line in f if line.strip()]
+    with _open_text(_need(Path(data_dir) / WIKITEXT_RAW, "WikiText-2 test")) as f:
+        return f.read().splitlines(keepends=True)
+
+
+def pack_tokens(texts: list[str], encode, length: int, n: int | None = None) -> list[list[int]]:
+    """Concatenate the token ids of every non-empty row and cut them into chunks of ``length``.
+
+    ``encode(text) -> list[int]`` (no special tokens). Stops after ``n`` chunks (None: all).
+    The last partial chunk is dropped, so every sequence has exactly ``length`` tokens.
+    """
+    if length < 2:
+        raise ValueError(f"length must be >= 2, got {length}")
+    out: list[list[int]] = []
+    buf: list[int] = []
+    for t in texts:
+        if not t.strip():
+            continue
+        buf.extend(encode(t))
+        while len(buf) >= length:
+            out.append(buf[:length])
+            buf = buf[length:]
+            if n is not None and len(out) >= n:
+                return out
+    return out
+
+
+@dataclass(frozen=True)
+class Story:
+    """A five-sentence ROCStories story: sentences 1-4 and the right ending."""
+
+    id: str
+    sentences: tuple[str, ...]
+
+
+def load_rocstories(data_dir: str | Path | None, path: str | Path | None = None) -> list[Story]:
+    """Story Cloze Test (spring 2016, validation) as 5-sentence stories.
+
+    Online there is no Hub copy with the same terms; pass ``path`` to a local CSV instead.
+    """
+    p = Path(path) if path is not None else None
+    if p is None:
+        if data_dir is None:
+            raise ValueError(
+                "ROCStories is not on the Hub under its research terms: give --data or --rocstories PATH"
+            )
+        p = Path(data_dir) / ROCSTORIES
+    stories = []
+    with open(_need(p, "ROCStories cloze CSV"), newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            right = row["AnswerRightEnding"].strip()
+            if right not in ("1", "2"):
+                raise ValueError(f"{p}: AnswerRightEnding must be 1 or 2, got {right!r}")
+            ending = row[f"RandomFifthSentenceQuiz{right}"]
+            sents = tuple(row[f"InputSentence{i}"].strip() for i in range(1, 5)) + (ending.strip(),)
+            stories.append(Story(row["InputStoryid"], sents))
+    return stories
+
+
+def load_humaneval_infilling(
+    data_dir: str | Path | None,
+    path: str | Path | None = None,
+    benchmark: str = "SingleLineInfilling",
+) -> list[dict]:
+    """HumanEval-infilling problems (single-line by default, any benchmark file by ``path``).
+
+    Online (``data_dir=None`` and no path): the Hub copy ``loubnabnl/humaneval_infilling``.
+    """
+    if path is None and data_dir is None:
+        from datasets import load_dataset
+
+        ds = load_dataset("loubnabnl/humaneval_infilling", f"HumanEval-{benchmark}", split="test")
+        rows = [dict(r) for r in ds]
+    else:
+        p = Path(path) if path is not None else Path(data_dir) / HUMANEVAL_SINGLE_LINE
+        with _open_text(_need(p, "HumanEval-infilling file")) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    for r in rows:
+        missing = [k for k in HUMANEVAL_FIELDS if k not in r]
+        if missing:
+            raise ValueError(f"HumanEval-infilling row {r.get('task_id')!r} lacks fields {missing}")
+    return rows

@@ -1,0 +1,63 @@
+"""Do two samplers produce the same distribution of a per-sequence statistic? (scipy tests)
+
+Exact samplers (ASSD and its variants) must match sequential decoding: large p-values are
+expected; a tiny one flags a bug (or, for mean-field decoding, the expected quality loss).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+TESTS = ("t_test_paired", "t_test_ind", "wilcoxon", "mann_whitney")
+
+
+def summary(x: Sequence[float]) -> dict[str, float]:
+    """mean, standard error of the mean, std, n (nan-safe: non-finite values are dropped)."""
+    a = np.asarray([v for v in x if v is not None and math.isfinite(v)], dtype=float)
+    n = len(a)
+    if n == 0:
+        return {"mean": math.nan, "sem": math.nan, "std": math.nan, "n": 0}
+    std = float(a.std(ddof=1)) if n > 1 else math.nan
+    return {
+        "mean": float(a.mean()),
+        "sem": std / math.sqrt(n) if n > 1 else math.nan,
+        "std": std,
+        "n": n,
+    }
+
+
+def compare(
+    reference: Sequence[float], other: Sequence[float], paired: bool = True
+) -> dict[str, float]:
+    """p-values of paired/independent t-tests, Wilcoxon signed-rank and Mann-Whitney U.
+
+    Paired tests need equal lengths (item i of both lists comes from the same prompt);
+    a test that is undefined for the data (too few items, zero variance) gives nan.
+    """
+    from scipy import stats as st
+
+    a, b = np.asarray(reference, dtype=float), np.asarray(other, dtype=float)
+    out = dict.fromkeys(TESTS, math.nan)
+    out["n"] = int(min(len(a), len(b)))
+    if len(a) >= 2 and len(b) >= 2:
+        out["t_test_ind"] = _p(lambda: st.ttest_ind(a, b).pvalue)
+        out["mann_whitney"] = _p(lambda: st.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    if paired and len(a) == len(b) and len(a) >= 2:
+        out["t_test_paired"] = _p(lambda: st.ttest_rel(a, b).pvalue)
+        if np.any(a != b):
+            out["wilcoxon"] = _p(lambda: st.wilcoxon(a, b, zero_method="zsplit").pvalue)
+    return out
+
+
+def _p(f) -> float:
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            v = float(f())
+    except ValueError:
+        return math.nan
+    return v if math.isfinite(v) else math.nan
