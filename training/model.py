@@ -1,0 +1,84 @@
+"""Build, save and export XLNet AS-ARMs (from a preset config, or any XLNet-format checkpoint)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .tokenizer import save as save_tokenizer
+
+
+@dataclass(frozen=True)
+class Preset:
+    d_model: int
+    n_layer: int
+    n_head: int
+    d_inner: int
+
+
+PRESETS = {
+    "tiny": Preset(32, 2, 2, 64),  # tests
+    "small": Preset(128, 3, 4, 512),
+    "demo": Preset(256, 4, 4, 1024),  # the embedded demo models (~5.5 M parameters)
+}
+
+
+def build_model(tokenizer, preset: str = "demo", dropout: float = 0.0, **overrides):
+    """A fresh ``XLNetLMHeadModel`` sized by ``preset`` (fields overridable) for ``tokenizer``."""
+    from transformers import XLNetConfig, XLNetLMHeadModel
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    p = PRESETS[preset].__dict__ | {k: v for k, v in overrides.items() if v is not None}
+    if p["d_model"] % p["n_head"]:
+        raise ValueError(f"d_model {p['d_model']} must be divisible by n_head {p['n_head']}")
+    cfg = XLNetConfig(
+        vocab_size=len(tokenizer),
+        d_model=p["d_model"],
+        n_layer=p["n_layer"],
+        n_head=p["n_head"],
+        d_inner=p["d_inner"],
+        ff_activation="gelu",
+        dropout=dropout,
+        mem_len=None,
+        use_mems_eval=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    return XLNetLMHeadModel(cfg)
+
+
+def load_model(name_or_path: str, revision: str | None = None):
+    """Fine-tune any XLNet-format checkpoint (Hub name or local folder), in float32."""
+    from transformers import XLNetLMHeadModel
+
+    return XLNetLMHeadModel.from_pretrained(name_or_path, revision=revision, dtype=torch.float32)
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def export(
+    model, tokenizer, out_dir: str | Path, max_length: int, dtype: torch.dtype = torch.float16
+) -> None:
+    """Save weights (safetensors, ``dtype``), config (with ``assd_max_length``) and tokenizer.
+
+    Shards are capped at 16 MiB so that every file fits the repository's size limit.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.assd_max_length = int(max_length)
+    state = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        state.pop("lm_loss.weight", None)  # the word embedding (tied): stored once
+    model.save_pretrained(str(out), state_dict=state, max_shard_size="15MB")
+    save_tokenizer(tokenizer, out)
+    cfg_path = out / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["assd_max_length"] = int(max_length)
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,126 @@
+"""Byte-level BPE tokenizers for small models trained from scratch.
+
+Byte-level (GPT-2 style) so that every string round-trips exactly: code keeps its newlines,
+tabs and indentation, and nothing is normalised away. The special tokens are the ones an XLNet
+model and the ``assd`` loader need; ``<mask>`` fills positions that are to be generated and
+``<eod>`` joins packed documents.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+SPECIAL_TOKENS = ("<unk>", "<pad>", "<mask>", "<cls>", "<sep>", "<eod>")
+
+
+def train_bpe(
+    texts: Iterable[str],
+    vocab_size: int = 8192,
+    min_frequency: int = 2,
+    max_chars: int | None = None,
+):
+    """Train a byte-level BPE on ``texts``; returns a ``PreTrainedTokenizerFast``.
+
+    Special tokens take ids 0..5 in the order of ``SPECIAL_TOKENS``. ``max_chars`` caps the text
+    read (the merges of a small vocabulary settle long before 60 MB).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < len(SPECIAL_TOKENS) + 256:
+        raise ValueError(
+            f"vocab_size must be at least {len(SPECIAL_TOKENS) + 256} (specials + 256 bytes)"
+        )
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_capped(texts, max_chars), trainer=trainer)
+    return wrap(tok)
+
+
+def wrap(tok):
+    """A ``tokenizers.Tokenizer`` as a Hugging Face fast tokenizer with XLNet's special tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        cls_token="<cls>",
+        sep_token="<sep>",
+        additional_special_tokens=["<eod>"],
+        clean_up_tokenization_spaces=False,  # exact round trip: never rewrite " ." etc.
+    )
+
+
+def save(tokenizer, out_dir: str | Path) -> None:
+    """Save in Hugging Face format (``AutoTokenizer.from_pretrained(out_dir)`` loads it)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(out_dir))
+    # Name the class and the extra token the way transformers 4.x and 5.x both read them.
+    path = Path(out_dir) / "tokenizer_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    extra = cfg.get("extra_special_tokens") or cfg.get("additional_special_tokens") or []
+    cfg["additional_special_tokens"] = extra
+    for key in ("is_local", "local_files_only", "_commit_hash"):  # loader bookkeeping, not config
+        cfg.pop(key, None)
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def load(name_or_path: str, revision: str | None = None):
+    """``AutoTokenizer`` for a folder or Hub name."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+
+
+def eod_id(tokenizer) -> int:
+    """The end-of-document id: ``<eod>`` if the vocabulary has it, else sep/eos."""
+    vocab = tokenizer.get_vocab()
+    for name in ("<eod>", tokenizer.sep_token, tokenizer.eos_token):
+        if name is not None and name in vocab:
+            return int(vocab[name])
+    raise ValueError("tokenizer has no <eod>, sep or eos token to join documents with: add one")
+
+
+def _capped(texts: Iterable[str], max_chars: int | None) -> Iterator[str]:
+    n = 0
+    for t in texts:
+        yield t
+        n += len(t)
+        if max_chars is not None and n >= max_chars:
+            return
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m training.tokenizer DATA OUT_DIR --vocab_size 8192``: train and save."""
+    import argparse
+
+    from .data import read_texts
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("data", help="local .json/.jsonl/.txt file (.gz/.xz too) or a Hub dataset name")
+    p.add_argument("out_dir")
+    p.add_argument("--text_field", default="text")
+    p.add_argument("--data_dir", default=None, help="Hub dataset data_dir (e.g. python)")
+    p.add_argument("--vocab_size", type=int, default=8192)
+    p.add_argument("--max_chars", type=int, default=40_000_000)
+    a = p.parse_args(argv)
+    texts = read_texts(a.data, text_field=a.text_field, data_dir=a.data_dir)
+    tok = train_bpe(texts, a.vocab_size, max_chars=a.max_chars)
+    save(tok, a.out_dir)
+    print(f"saved a {len(tok)}-token byte-level BPE to {a.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
