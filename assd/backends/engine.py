@@ -1,0 +1,206 @@
+"""The fast exact engine: XLNet AS-ARM inference with an exact, rank-ordered KV cache.
+
+Under the AS-ARM masks the content state of the token at rank s depends only on the tokens at
+ranks <= s (the prompt sees only itself). So a session encodes the prompt once, keeps every
+layer's keys/values per rank, and a call computes only
+
+- the content rows of ranks whose cached state is missing or stale, up to the highest context
+  the call needs (committed ranks and this call's proposals, causal by rank), and
+- the query-stream rows, one per query (r, c), each with its own attention limit c.
+
+Validity is checked by tokens, not trusted from ``n``: slot s is reused iff the token at every
+rank <= s equals the one it was computed with. So proposal states computed in one call are
+reused by the next call when the proposals were accepted (ASSD), and recomputed otherwise.
+Any query set is served in ONE forward, whatever its ranks and contexts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..model import Batch, check_queries
+from .engine_attention import Rows, forward_rows, lm_head
+from .engine_weights import XLNetWeights, rel_tables, weights_from_hf
+
+ALIGN = 8  # span/slot rounding: aligned attention masks keep the fused SDPA kernels usable
+
+
+def _round_up(x: int, m: int = ALIGN) -> int:
+    return -(-x // m) * m
+
+
+class XLNetEngine:
+    """The AS-ARM protocol over XLNet weights, KV-cached (see module docstring).
+
+    cache: reuse states across calls of a session (False: every call recomputes all rows
+    above the prompt, like a fresh session; for tests and measurements).
+    check: validate every query set against the protocol (one extra host sync per call).
+    """
+
+    needs_prompt = True
+
+    def __init__(
+        self,
+        weights: XLNetWeights,
+        forbidden_ids: tuple[int, ...] = (),
+        max_length: int | None = None,
+        *,
+        cache: bool = True,
+        check: bool = True,
+    ):
+        self.w = weights
+        self.vocab_size = weights.vocab_size
+        self.forbidden_ids = tuple(int(i) for i in forbidden_ids)
+        self.max_length = max_length
+        self.cache = cache
+        self.check = check
+        self._tables: list[torch.Tensor] | None = None
+
+    @classmethod
+    def from_hf(
+        cls,
+        model,
+        forbidden_ids: tuple[int, ...] = (),
+        max_length: int | None = None,
+        dtype: torch.dtype | None = None,
+        **kw,
+    ) -> XLNetEngine:
+        """Build from a ``transformers.XLNetLMHeadModel`` (on its device; dtype defaults to its own)."""
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype such as torch.bfloat16, got {dtype!r}")
+        return cls(weights_from_hf(model, dtype), forbidden_ids, max_length, **kw)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        revision: str | None = None,
+        *,
+        forbidden_ids: tuple[int, ...] = (),
+        max_length: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        **kw,
+    ) -> XLNetEngine:
+        """Load an ``XLNetLMHeadModel`` checkpoint (local dir or Hub id + revision, safetensors)."""
+        from transformers import XLNetLMHeadModel
+
+        net = XLNetLMHeadModel.from_pretrained(
+            name_or_path, revision=revision, use_safetensors=True
+        )
+        return cls.from_hf(net.to(device).eval(), forbidden_ids, max_length, dtype, **kw)
+
+    @property
+    def device(self) -> torch.device:
+        return self.w.emb.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.w.emb.dtype
+
+    def tables(self, length: int) -> list[torch.Tensor]:
+        """Relative-position keys for sequences of up to ``length`` tokens (grown on demand)."""
+        if self._tables is None or (self._tables[0].shape[-1] + 1) // 2 < length:
+            self._tables = rel_tables(self.w, max(length, 2))
+        return self._tables
+
+    def open(self, batch: Batch) -> EngineSession:
+        return EngineSession(self, batch.to(self.device))
+
+
+class EngineSession:
+    """One batch's KV cache. ``cache_bytes`` reports its (fixed) size."""
+
+    def __init__(self, engine: XLNetEngine, batch: Batch):
+        self.engine, self.batch = engine, batch
+        self.vocab_size = engine.vocab_size
+        w = engine.w
+        B, L = batch.tokens.shape
+        dev = batch.tokens.device
+        self.tables = engine.tables(L)
+        self.trash = L  # slot that padding rows write to; never visible (every lim <= L)
+        slots = _round_up(L + 1)
+        shape = (len(w.layers), 2, B, w.n_head, slots, w.d_head)
+        self.kv = torch.zeros(shape, dtype=engine.dtype, device=dev)
+        self.pos_of_rank = batch.pos_of_rank  # [B, L]
+        self.key_pos = torch.zeros(B, slots, dtype=torch.long, device=dev)
+        self.key_pos[:, :L] = self.pos_of_rank
+        # Token each slot's state was computed with (-1: none); column L is the trash column.
+        self.slot_tok = torch.full((B, L + 1), -1, dtype=torch.long, device=dev)
+        self.ranks = torch.arange(L, device=dev)
+        self.calls = 0
+        self.rows_computed = 0  # content rows computed after the prompt (for measurements)
+        self._encode_prompt()
+
+    @property
+    def cache_bytes(self) -> int:
+        return self.kv.numel() * self.kv.element_size()
+
+    @torch.no_grad()
+    def _encode_prompt(self) -> None:
+        b = self.batch
+        P = b.n_prompt  # [B]
+        W = int(P.max())
+        r = self.ranks[:W].expand(b.size, W)
+        valid = r < P[:, None]
+        pos = torch.gather(self.pos_of_rank, 1, r)
+        tok = torch.gather(b.tokens, 1, pos)
+        rows = Rows(
+            tok=tok, pos=pos, lim=torch.where(valid, P[:, None], 1),
+            slot=torch.where(valid, r, self.trash), n_content=W,
+        )  # fmt: skip
+        forward_rows(self.engine.w, self.tables, self.kv, self.key_pos, rows, _round_up(W))
+        self.slot_tok.scatter_(1, r, torch.where(valid, tok, -1))
+        self.prompt_tok = torch.where(self.ranks < P[:, None], self._by_rank(b.tokens), -1)
+
+    def _by_rank(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.gather(tokens, 1, self.pos_of_rank)  # [B, L] token at each rank
+
+    @torch.no_grad()
+    def logits(self, tokens, n, m, q_rank, q_ctx) -> torch.Tensor:
+        """[B, Q, V] float32 logits of the queries (see ``assd.model.Session``)."""
+        b = self.batch
+        if self.engine.check:
+            check_queries(b, n, m, q_rank, q_ctx)
+        B, L = tokens.shape
+        tokens = tokens.to(self.kv.device)
+        valid_q = q_rank >= 0
+        by_rank = self._by_rank(tokens)
+
+        # Valid cache prefix: ranks < v hold states computed from today's tokens.
+        if self.engine.cache:
+            same = (self.slot_tok[:, :L] == by_rank).long()
+            v = same.cumprod(1).sum(1)  # [B]
+        else:
+            v = b.n_prompt
+        # Rows to compute: ranks v .. hi-1, hi = everything committed and every needed context.
+        hi = torch.cat([n[:, None], torch.where(valid_q, q_ctx, 0)], 1).amax(1)
+        hi = torch.minimum(hi, b.length)
+        prompt_bad = (self.prompt_tok >= 0) & (self.prompt_tok != by_rank)
+        W, S, bad = torch.stack([(hi - v).clamp(min=0).max(), hi.max(), prompt_bad.any()]).tolist()
+        if bad:
+            raise ValueError("the prompt tokens changed: open a new session for a new prompt")
+
+        r = v[:, None] + self.ranks[:W]  # [B, W] content rows
+        ok = r < hi[:, None]
+        rc = r.clamp(max=L - 1)
+        pos_c = torch.gather(self.pos_of_rank, 1, rc)
+        tok_c = torch.gather(tokens, 1, pos_c)
+        pos_q = torch.gather(self.pos_of_rank, 1, q_rank.clamp(min=0))
+        rows = Rows(
+            tok=torch.cat([tok_c, torch.zeros_like(q_rank)], 1),
+            pos=torch.cat([pos_c, pos_q], 1),
+            lim=torch.cat([torch.where(ok, r + 1, 1), torch.where(valid_q, q_ctx, 1)], 1),
+            slot=torch.where(ok, r, self.trash),
+            n_content=W,
+        )
+        h = forward_rows(
+            self.engine.w, self.tables, self.kv, self.key_pos, rows, _round_up(max(S, 1))
+        )
+
+        # Slots >= hi may depend on tokens that just changed: forget them; record what was computed.
+        self.slot_tok[:, :L].masked_fill_(self.ranks >= hi[:, None], -1)
+        self.slot_tok.scatter_(1, rows.slot, tok_c)
+        self.calls += 1
+        self.rows_computed += W
+        return lm_head(self.engine.w, h)
