@@ -19,7 +19,7 @@ from assd.text import Infill, decode, infills_to_batch
 
 from .inputs import build_infill
 from .models import DemoError, ModelCache
-from .render import Pieces, TokenView, message_html, panel_html
+from .render import Pieces, TokenView, panel_html
 from .stats import RunStats
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class Frame:
     panels: list[str]  # HTML of each live panel
     stats: list[RunStats]
     text: str = ""  # the completed text (of the first sampler) once done
-    message: str = ""  # HTML of an error or note ("" when none)
+    message: str = ""  # a readable error ("" when none)
     done: bool = False
     error: bool = False
     hidden: list[str] = field(default_factory=list)  # originals of [HIDE] spans
@@ -124,13 +124,13 @@ def stream(cache: ModelCache, req: Request) -> Iterator[Frame]:
     try:
         yield from _stream(cache, req)
     except DemoError as e:
-        yield Frame([], [], message=message_html(str(e)), done=True, error=True)
+        yield Frame([], [], message=str(e), done=True, error=True)
     except (ValueError, TypeError) as e:  # the library's readable errors
-        yield Frame([], [], message=message_html(_sentence(e)), done=True, error=True)
+        yield Frame([], [], message=_sentence(e), done=True, error=True)
     except Exception as e:  # a bug: log it, keep the page readable
         log.exception("demo run failed")
         msg = f"Something went wrong ({type(e).__name__}: {e}). Try another input or model."
-        yield Frame([], [], message=message_html(msg), done=True, error=True)
+        yield Frame([], [], message=msg, done=True, error=True)
 
 
 def _stream(cache: ModelCache, req: Request) -> Iterator[Frame]:
