@@ -63,6 +63,7 @@ class Frame:
     done: bool = False
     error: bool = False
     hidden: list[str] = field(default_factory=list)  # originals of [HIDE] spans
+    tokens: list[list[int]] = field(default_factory=list)  # each sampler's token ids so far
     max_length: int | None = None
 
 
@@ -147,8 +148,9 @@ def _stream(cache: ModelCache, req: Request) -> Iterator[Frame]:
 
     def frame(done: bool = False, text: str = "") -> Frame:
         return Frame(
-            [lane.html(pieces) for lane in lanes], [lane.stats for lane in lanes], text,
+            [lane.html(pieces) for lane in lanes], [lane.stats.snapshot() for lane in lanes], text,
             done=done, hidden=hidden, max_length=lm.model.max_length,
+            tokens=[list(lane.tokens) for lane in lanes],
         )  # fmt: skip
 
     yield frame()

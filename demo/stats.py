@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import assd
 
@@ -34,6 +34,10 @@ class RunStats:
     def acceptance_rate(self) -> float:
         """Accepted / verified proposals (nan when nothing was verified, e.g. sequential)."""
         return self.accepted / self.drafted if self.drafted and not self.sequential else math.nan
+
+    def snapshot(self) -> RunStats:
+        """A copy that later rounds do not change (frames keep what they showed)."""
+        return replace(self, per_round=list(self.per_round))
 
     def add(self, trace: assd.RoundTrace) -> None:
         self.drafted += len(trace.drafted)
