@@ -71,6 +71,7 @@ class TrainConfig:
     save_every: int = 1000
     resume: str | None = None  # a checkpoint folder, or "latest" (in ``out``)
     export: str | None = None  # at the end, save an fp16 model + tokenizer here
+    export_best: bool = False  # export at the evaluation with the lowest validation loss instead
     progress: bool = True
 
 

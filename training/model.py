@@ -59,6 +59,13 @@ def load_model(name_or_path: str, revision: str | None = None):
     return XLNetLMHeadModel.from_pretrained(name_or_path, revision=revision, dtype=torch.float32)
 
 
+def freeze_unused(model) -> None:
+    """Freeze XLNet's segment terms: unused without token_type_ids, and DDP rejects unused params."""
+    for name, p in model.named_parameters():
+        if "seg_embed" in name or "r_s_bias" in name:
+            p.requires_grad_(False)
+
+
 def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

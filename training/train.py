@@ -25,12 +25,13 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .config import TrainConfig, parse
 from .data import ChunkStream, pack, read_texts, tokenize
-from .model import build_model, export, load_model, n_params
+from .model import build_model, export, freeze_unused, load_model, n_params
 from .objective import OBJECTIVES, ORDERS, loss_sum, sample_orders, xlnet_inputs
 from .samples import infill
 from .schedule import MaskSchedule, lr_at, n_masked_of
-from .tokenizer import eod_id, save as save_tokenizer, train_bpe
+from .tokenizer import eod_id, train_bpe
 from .tokenizer import load as load_tokenizer
+from .tokenizer import save as save_tokenizer
 
 METRICS = ["step", "tokens", "epoch", "lr", "mask_lo", "mask_hi", "train_loss", "val_loss",
            "grad_norm", "tok_per_s", "elapsed_s"]  # fmt: skip
@@ -41,6 +42,10 @@ def _mix(*xs: int) -> int:
     """A 63-bit seed from several integers (distinct tuples -> distinct seeds, in practice)."""
     h = hashlib.blake2b(repr(xs).encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
+def _g(x: float) -> float:
+    return float(f"{x:.6g}")
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -199,11 +204,7 @@ def train(cfg: TrainConfig) -> dict:
             f"tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size}"
         )
     model.config.assd_max_length = cfg.seq_len
-    for name, p in model.named_parameters():
-        if (
-            "seg_embed" in name or "r_s_bias" in name
-        ):  # segment terms: unused without token_type_ids
-            p.requires_grad_(False)
+    freeze_unused(model)
     acc.print(f"model: {n_params(model) / 1e6:.2f} M parameters, {model.config.n_layer} layers, "
               f"d_model {model.config.d_model}; precision {precision}")  # fmt: skip
     optimizer = _optimizer(model, cfg)
@@ -225,6 +226,8 @@ def train(cfg: TrainConfig) -> dict:
     samples = _Csv(out / "samples.csv", SAMPLES, main, append=bool(cfg.resume))
     tok_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world
 
+    best = {"val_loss": math.inf, "step": None}
+
     def run_eval(step: int, train_loss: float | None, grad_norm: float | None, tps: float | None):
         t = time.time()
         v = (
@@ -233,8 +236,13 @@ def train(cfg: TrainConfig) -> dict:
             else math.nan
         )
         lo, hi = sched.range_at(step)
+        acc.print(f"step {step}: train loss {train_loss}, val loss {v:.4f}, tok/s {tps}, "
+                  f"mask range [{lo:.3f}, {hi:.3f}], {time.time() - t0:.0f}s")  # fmt: skip
+        if main and cfg.export and cfg.export_best and v < best["val_loss"]:
+            best.update(val_loss=v, step=step)
+            export(raw, tokenizer, cfg.export, cfg.seq_len)
         metrics.row(step=step, tokens=state["tokens"], epoch=round(stream.epoch_of(step * cfg.grad_accum), 4),
-                    lr=float(f"{lr_at(max(step - 1, 0), cfg.lr, cfg.warmup_steps, max_steps, cfg.final_lr_ratio):.6g}"),
+                    lr=_g(lr_at(max(step - 1, 0), cfg.lr, cfg.warmup_steps, max_steps, cfg.final_lr_ratio)),
                     mask_lo=round(lo, 4), mask_hi=round(hi, 4), train_loss=train_loss, val_loss=v,
                     grad_norm=grad_norm, tok_per_s=tps, elapsed_s=round(time.time() - t0, 2))  # fmt: skip
         return v, time.time() - t
@@ -264,12 +272,8 @@ def train(cfg: TrainConfig) -> dict:
     bar = tqdm(total=max_steps, initial=start, disable=not (main and cfg.progress), desc="train")
     probe_a, probe_b = start + 5, start + 30
     t_probe = t_log = time.time()
-    tokens_log, overhead, over_probe, over_log = (
-        state["tokens"],
-        0.0,
-        0.0,
-        0.0,
-    )  # overhead: eval etc.
+    tokens_log = state["tokens"]
+    overhead = over_probe = over_log = 0.0  # seconds spent in eval, samples, checkpoints
     window_tps: list[float] = []
     step, loss_v, gnorm, val_loss = start, math.nan, math.nan, math.nan
     while step < max_steps:
@@ -309,7 +313,7 @@ def train(cfg: TrainConfig) -> dict:
             else:
                 per_step = (time.time() - t_probe - (overhead - over_probe)) / (probe_b - probe_a)
                 left = cfg.max_time - (time.time() - t0)
-                plan = [min(cfg.max_steps, step + max(1, int(0.93 * left / per_step)))]
+                plan = [min(cfg.max_steps, step + max(1, int(0.9 * left / per_step)))]
                 broadcast_object_list(plan)
                 max_steps = state["planned_steps"] = plan[0]
                 bar.total = max_steps
@@ -331,7 +335,7 @@ def train(cfg: TrainConfig) -> dict:
             bar.set_postfix(loss=f"{loss_v:.3f}", val=f"{val_loss:.3f}", tok_s=f"{tps:,.0f}")
             if step % cfg.eval_every and step != max_steps:
                 metrics.row(step=step, tokens=state["tokens"], epoch=round(stream.epoch_of(c), 4),
-                            lr=float(f"{lr:.6g}"), mask_lo=round(sched.range_at(step)[0], 4),
+                            lr=_g(lr), mask_lo=round(sched.range_at(step)[0], 4),
                             mask_hi=round(sched.range_at(step)[1], 4), train_loss=loss_v,
                             grad_norm=gnorm, tok_per_s=round(tps), elapsed_s=round(now - t0, 2))  # fmt: skip
             if cfg.max_time is not None:
@@ -365,10 +369,12 @@ def train(cfg: TrainConfig) -> dict:
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "parameters": n_params(raw),
         "precision": precision,
+        "exported_step": best["step"] if cfg.export_best else step,
+        "exported_val_loss": best["val_loss"] if cfg.export_best else val_loss,
     }
     if main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if cfg.export:
+        if cfg.export and not cfg.export_best:
             export(raw, tokenizer, cfg.export, cfg.seq_len)
         acc.print(json.dumps(summary))
     acc.wait_for_everyone()
