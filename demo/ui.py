@@ -148,7 +148,7 @@ def build(
                     with gr.Row():
                         ll = gr.Checkbox(False, label="Exact log-likelihood of the result")
                         delay = gr.Slider(
-                            0, 1, value=0.15, step=0.05, label="Slow motion (s per round)",
+                            0, 1, value=0.15, step=0.05, label="Slow motion (s per round)", elem_id="delay",
                             info="display only: not counted in the wall-clock",
                         )  # fmt: skip
                 with gr.Row():
