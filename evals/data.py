@@ -116,7 +116,11 @@ def load_humaneval_infilling(
     if path is None and data_dir is None:
         from datasets import load_dataset
 
-        ds = load_dataset("loubnabnl/humaneval_infilling", f"HumanEval-{benchmark}", split="test")
+        # A script dataset: its parquet conversion loads with current ``datasets``.
+        ds = load_dataset(
+            "loubnabnl/humaneval_infilling", f"HumanEval-{benchmark}", split="test",
+            revision="refs/convert/parquet",
+        )  # fmt: skip
         rows = [dict(r) for r in ds]
     else:
         p = Path(path) if path is not None else Path(data_dir) / HUMANEVAL_SINGLE_LINE

@@ -59,18 +59,22 @@ def spec_section(res: dict) -> list[str]:
         f"{cfg['evaluator']}. Paper: 512 tokens, GPT-2 Large scoring, A100.", "",
     ]  # fmt: skip
     rows = []
+    seq_nfe = s.get("sequential", {}).get("nfe", {}).get("mean")
+    paper_seq = PAPER["spec"]["sequential"]["nfe"]
     for name, m in s.items():
         pk = _paper_key(name)
         paper = PAPER["spec"].get(pk, {}) if pk else {}
+        rel = m["nfe"]["mean"] / seq_nfe if seq_nfe else None
+        paper_rel = paper["nfe"] / paper_seq if paper else None
         rows.append([
-            name + ("" if m.get("exact", True) else " (not exact)"), _ms(m["nfe"], 1), _ms(m["rounds"], 1),
-            _ms(m["tokens_per_call"]), _ms(m["acceptance_rate"]), _ms(m["seconds"], 3),
-            _ms(m["ppl"]), _ms(m["entropy"]), _f(paper.get("nfe"), 1), _f(paper.get("ppl"), 1),
-            _f(paper.get("entropy")),
+            name + ("" if m.get("exact", True) else " (not exact)"), _ms(m["nfe"], 1), _f(rel, 3),
+            _ms(m["rounds"], 1), _ms(m["tokens_per_call"]), _ms(m["acceptance_rate"]),
+            _ms(m["seconds"], 3), _ms(m["ppl"]), _ms(m["entropy"]), _f(paper.get("nfe"), 1),
+            _f(paper_rel, 3), _f(paper.get("ppl"), 1), _f(paper.get("entropy")),
         ])  # fmt: skip
     lines += _table(
-        ["sampler", "calls/seq", "rounds", "tokens/call", "acceptance", "seconds/seq", "PPL", "entropy",
-         "paper calls", "paper PPL", "paper entropy"], rows)  # fmt: skip
+        ["sampler", "calls/seq", "calls / sequential", "rounds", "tokens/call", "acceptance", "seconds/seq",
+         "PPL", "entropy", "paper calls", "paper calls / sequential", "paper PPL", "paper entropy"], rows)  # fmt: skip
     lines += [
         "",
         "Equality with sequential decoding (p-values; exact samplers should not be rejected):",

@@ -58,6 +58,7 @@ class Prompt:
     tokens: list[int]
     sigma: torch.Tensor
     mask: torch.Tensor
+    seed: int = 0  # of the generator that drew the order
 
     def batch(self, blank_id: int) -> assd.Batch:
         t = torch.tensor(self.tokens)
@@ -71,9 +72,9 @@ def make_prompts(sequences: list[list[int]], rate: float, seed: int) -> list[Pro
     """A random order per sequence from a generator seeded with (seed, index): reproducible."""
     out = []
     for i, toks in enumerate(sequences):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + i)
-        sigma, mask = assd.random_order(len(toks), rate, g)
-        out.append(Prompt(i, toks, sigma, mask))
+        s = seed * 1_000_003 + i
+        sigma, mask = assd.random_order(len(toks), rate, torch.Generator().manual_seed(s))
+        out.append(Prompt(i, toks, sigma, mask, s))
     return out
 
 
@@ -99,6 +100,7 @@ def run_one(
     score = evaluator(res.tokens, text)
     return {
         "sampler": spec.name, "exact": spec.exact, "seq": prompt.idx, "seed": g.initial_seed(),
+        "order_seed": prompt.seed,
         "length": len(res.tokens), "n_visible": int((~prompt.mask).sum()), "nfe": res.nfe,
         "rounds": res.rounds, "n_generated": res.n_generated, "tokens_per_call": res.tokens_per_call,
         "acceptance_rate": res.acceptance_rate if isinstance(sampler, assd.ASSD) else None, "seconds": secs, "ppl": score.ppl,
