@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -79,13 +78,15 @@ def quality_vs_calls(summary: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def acceptance_per_round(records: list[dict], path: Path) -> Path:
-    """Accepted proposals per round (histogram) and acceptance rate by round index, per ASSD variant."""
+def acceptance_per_round(records: list[dict], path: Path, bins: int = 20) -> Path:
+    """Accepted proposals per round (histogram), and acceptance rate against decoding progress
+    (the fraction of the sequence committed before the round), per speculative sampler."""
     by: dict[str, list[dict]] = {}
     for r in records:
         if r.get("exact", True) and r.get("acceptance_rate") is not None:
             by.setdefault(r["sampler"], []).append(r)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    edges = np.linspace(0, 1, bins + 1)
     for name, rows in by.items():
         acc = [a for r in rows for a in r["round_accepted"]]
         axes[0].hist(
@@ -95,19 +96,22 @@ def acceptance_per_round(records: list[dict], path: Path) -> Path:
             linewidth=1.5,
             label=name,
         )
-        n_rounds = max(len(r["round_accepted"]) for r in rows)
-        rate = np.full((len(rows), n_rounds), np.nan)
-        for i, r in enumerate(rows):
-            for j, (a, d) in enumerate(zip(r["round_accepted"], r["round_drafted"])):
-                rate[i, j] = a / d if d else np.nan
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # rounds no row reached
-            mean = np.nanmean(rate, 0)
-        axes[1].plot(np.arange(1, n_rounds + 1), mean, label=name, linewidth=1)
+        num, den = np.zeros(bins), np.zeros(bins)
+        for r in rows:
+            done = np.concatenate([[0], np.cumsum(r["round_committed"])[:-1]]) / max(
+                r["n_generated"], 1
+            )
+            idx = np.clip(np.searchsorted(edges, done, side="right") - 1, 0, bins - 1)
+            np.add.at(num, idx, r["round_accepted"])
+            np.add.at(den, idx, r["round_drafted"])
+        with np.errstate(all="ignore"):
+            axes[1].plot(
+                (edges[:-1] + edges[1:]) / 2, num / den, marker=".", label=name, linewidth=1
+            )
     axes[0].set_xlabel("proposals accepted in a round")
     axes[0].set_ylabel("rounds")
-    axes[1].set_xlabel("round")
-    axes[1].set_ylabel("acceptance rate (mean over sequences)")
+    axes[1].set_xlabel("fraction of the sequence decoded before the round")
+    axes[1].set_ylabel("accepted / verified proposals")
     axes[1].set_ylim(0, 1.05)
     if by:
         axes[0].legend(fontsize=7)
