@@ -262,3 +262,23 @@ def test_half_precision_runs_and_stays_close():
     bf16 = XLNetEngine.from_hf(net, dtype=torch.bfloat16).open(batch).logits(*args)
     assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
     assert (bf16 - f32).abs().max() < 0.1
+
+
+def test_workspaces_are_reused_only_after_a_session_ends():
+    import gc
+
+    net = _fixed_net()
+    engine = XLNetEngine.from_hf(net)
+    b1 = make_batch(torch.randint(0, 20, (10,)), torch.randperm(10), 3)
+    b2 = make_batch(torch.randint(0, 20, (10,)), torch.randperm(10), 2)
+    args = (torch.tensor([4]), torch.tensor([2]), torch.tensor([[4, 5]]), torch.tensor([[4, 5]]))
+    s1, s2 = engine.open(b1), engine.open(b2)
+    assert s1.kv.data_ptr() != s2.kv.data_ptr()
+    want = XLNetReference(net).open(b1).logits(b1.tokens, *args)
+    assert_close(s1.logits(b1.tokens, *args), want, torch.ones(1, 2, dtype=torch.bool))
+    ptr = s2.kv.data_ptr()
+    del s2
+    gc.collect()
+    s3 = engine.open(b1)
+    assert s3.kv.data_ptr() == ptr  # the ended session's buffers, overwritten by the new prompt
+    assert_close(s3.logits(b1.tokens, *args), want, torch.ones(1, 2, dtype=torch.bool))

@@ -16,10 +16,13 @@ Any query set is served in ONE forward, whatever its ranks and contexts.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
-from ..model import Batch, check_queries
-from .engine_attention import Rows, forward_rows, lm_head
+from ..model import Batch
+from .engine_attention import Rows, forward_rows
+from .engine_graphs import MAX_GRAPH_ROWS, Workspace, bucket, run_rows
 from .engine_weights import XLNetWeights, rel_tables, weights_from_hf
 
 ALIGN = 8  # span/slot rounding: aligned attention masks keep the fused SDPA kernels usable
@@ -34,7 +37,8 @@ class XLNetEngine:
 
     cache: reuse states across calls of a session (False: every call recomputes all rows
     above the prompt, like a fresh session; for tests and measurements).
-    check: validate every query set against the protocol (one extra host sync per call).
+    graphs: replay CUDA graphs for small calls (default: on CUDA devices).
+    check: validate every query set against the protocol (folded into the call's one sync).
     """
 
     needs_prompt = True
@@ -46,6 +50,7 @@ class XLNetEngine:
         max_length: int | None = None,
         *,
         cache: bool = True,
+        graphs: bool | None = None,
         check: bool = True,
     ):
         self.w = weights
@@ -53,8 +58,12 @@ class XLNetEngine:
         self.forbidden_ids = tuple(int(i) for i in forbidden_ids)
         self.max_length = max_length
         self.cache = cache
+        self.graphs = self.device.type == "cuda" if graphs is None else bool(graphs)
+        if self.graphs and self.device.type != "cuda":
+            raise ValueError("graphs=True needs the weights on a CUDA device (or graphs=None)")
         self.check = check
         self._tables: list[torch.Tensor] | None = None
+        self._free: dict[tuple, list[Workspace]] = {}  # idle workspaces by batch shape
 
     @classmethod
     def from_hf(
@@ -107,29 +116,43 @@ class XLNetEngine:
     def open(self, batch: Batch) -> EngineSession:
         return EngineSession(self, batch.to(self.device))
 
+    def _acquire(self, B: int, L: int) -> Workspace:
+        free = self._free.get((B, L))
+        if free:
+            return free.pop()
+        w = self.w
+        slots = _round_up(L + 1)
+        kv = torch.zeros(
+            (len(w.layers), 2, B, w.n_head, slots, w.d_head), dtype=self.dtype, device=self.device
+        )
+        key_pos = torch.zeros(B, slots, dtype=torch.long, device=self.device)
+        return Workspace(kv, key_pos, self.tables(L))
+
+    def _release(self, B: int, L: int, ws: Workspace) -> None:
+        self._free.setdefault((B, L), []).append(ws)
+
 
 class EngineSession:
-    """One batch's KV cache. ``cache_bytes`` reports its (fixed) size."""
+    """One batch's KV cache (a workspace borrowed from the engine). ``cache_bytes``: its size."""
+
+    rows_computed: int  # content rows computed after the prompt (widest row of each call)
 
     def __init__(self, engine: XLNetEngine, batch: Batch):
         self.engine, self.batch = engine, batch
         self.vocab_size = engine.vocab_size
-        w = engine.w
         B, L = batch.tokens.shape
         dev = batch.tokens.device
-        self.tables = engine.tables(L)
+        self.ws = engine._acquire(B, L)
+        weakref.finalize(self, engine._release, B, L, self.ws)
+        self.kv = self.ws.kv
         self.trash = L  # slot that padding rows write to; never visible (every lim <= L)
-        slots = _round_up(L + 1)
-        shape = (len(w.layers), 2, B, w.n_head, slots, w.d_head)
-        self.kv = torch.zeros(shape, dtype=engine.dtype, device=dev)
         self.pos_of_rank = batch.pos_of_rank  # [B, L]
-        self.key_pos = torch.zeros(B, slots, dtype=torch.long, device=dev)
-        self.key_pos[:, :L] = self.pos_of_rank
+        self.ws.key_pos[:, :L] = self.pos_of_rank
         # Token each slot's state was computed with (-1: none); column L is the trash column.
         self.slot_tok = torch.full((B, L + 1), -1, dtype=torch.long, device=dev)
         self.ranks = torch.arange(L, device=dev)
         self.calls = 0
-        self.rows_computed = 0  # content rows computed after the prompt (for measurements)
+        self.rows_computed = 0
         self._encode_prompt()
 
     @property
@@ -149,7 +172,8 @@ class EngineSession:
             tok=tok, pos=pos, lim=torch.where(valid, P[:, None], 1),
             slot=torch.where(valid, r, self.trash), n_content=W,
         )  # fmt: skip
-        forward_rows(self.engine.w, self.tables, self.kv, self.key_pos, rows, _round_up(W))
+        ws = self.ws
+        forward_rows(self.engine.w, ws.tables, ws.kv, ws.key_pos, rows, _round_up(W))
         self.slot_tok.scatter_(1, r, torch.where(valid, tok, -1))
         self.prompt_tok = torch.where(self.ranks < P[:, None], self._by_rank(b.tokens), -1)
 
@@ -160,8 +184,6 @@ class EngineSession:
     def logits(self, tokens, n, m, q_rank, q_ctx) -> torch.Tensor:
         """[B, Q, V] float32 logits of the queries (see ``assd.model.Session``)."""
         b = self.batch
-        if self.engine.check:
-            check_queries(b, n, m, q_rank, q_ctx)
         B, L = tokens.shape
         tokens = tokens.to(self.kv.device)
         valid_q = q_rank >= 0
@@ -176,12 +198,23 @@ class EngineSession:
         # Rows to compute: ranks v .. hi-1, hi = everything committed and every needed context.
         hi = torch.cat([n[:, None], torch.where(valid_q, q_ctx, 0)], 1).amax(1)
         hi = torch.minimum(hi, b.length)
-        prompt_bad = (self.prompt_tok >= 0) & (self.prompt_tok != by_rank)
-        W, S, bad = torch.stack([(hi - v).clamp(min=0).max(), hi.max(), prompt_bad.any()]).tolist()
-        if bad:
-            raise ValueError("the prompt tokens changed: open a new session for a new prompt")
+        flags = [(hi - v).clamp(min=0).max(), hi.max()] + self._errors(
+            tokens, by_rank, n, m, q_rank, q_ctx
+        )
+        W, S, *errs = torch.stack(flags).tolist()  # the call's one host sync
+        for bad, msg in zip(errs, ERRORS):
+            if bad:
+                raise ValueError(msg)
 
-        r = v[:, None] + self.ranks[:W]  # [B, W] content rows
+        self.calls += 1
+        self.rows_computed += W
+        Q = q_rank.shape[1]
+        graphs = self.engine.graphs and bucket(W) is not None and bucket(W) + Q <= MAX_GRAPH_ROWS
+        if graphs:
+            W, span = bucket(W), self.kv.shape[-2]  # fixed shapes: padded rows, every slot
+        else:
+            span = _round_up(max(S, 1))
+        r = v[:, None] + torch.arange(W, device=v.device)  # [B, W] content rows
         ok = r < hi[:, None]
         rc = r.clamp(max=L - 1)
         pos_c = torch.gather(self.pos_of_rank, 1, rc)
@@ -194,13 +227,33 @@ class EngineSession:
             slot=torch.where(ok, r, self.trash),
             n_content=W,
         )
-        h = forward_rows(
-            self.engine.w, self.tables, self.kv, self.key_pos, rows, _round_up(max(S, 1))
-        )
+        logits = run_rows(self.engine.w, self.ws, rows, span, graphs)
 
         # Slots >= hi may depend on tokens that just changed: forget them; record what was computed.
         self.slot_tok[:, :L].masked_fill_(self.ranks >= hi[:, None], -1)
-        self.slot_tok.scatter_(1, rows.slot, tok_c)
-        self.calls += 1
-        self.rows_computed += W
-        return lm_head(self.engine.w, h)
+        self.slot_tok.scatter_(1, rows.slot, torch.where(ok, tok_c, -1))
+        return logits
+
+    def _errors(self, tokens, by_rank, n, m, q_rank, q_ctx) -> list[torch.Tensor]:
+        """One flag per entry of ERRORS (the protocol's rules; see ``assd.model.check_queries``)."""
+        b = self.batch
+        prompt_changed = ((self.prompt_tok >= 0) & (self.prompt_tok != by_rank)).any()
+        if not self.engine.check:
+            return [prompt_changed]
+        valid = q_rank >= 0
+        return [
+            prompt_changed,
+            (valid & (q_ctx > q_rank)).any(),
+            (valid & (q_ctx > (n + m)[:, None])).any(),
+            (valid & (q_ctx < b.n_prompt[:, None])).any(),
+            (valid & (q_rank >= b.length[:, None])).any(),
+        ]
+
+
+ERRORS = (
+    "the prompt tokens changed: open a new session for a new prompt",
+    "query context must not exceed its rank (q_ctx <= q_rank)",
+    "query context reaches beyond the filled ranks (q_ctx <= n + m)",
+    "query context must include the whole prompt (q_ctx >= n_prompt)",
+    "query rank lies in the padding (q_rank >= length)",
+)
