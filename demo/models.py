@@ -84,7 +84,7 @@ class ModelCache:
             )
         try:
             lm = self.loader(name, revision=revision)
-        except (ValueError, TypeError, OSError, ImportError) as e:
+        except Exception as e:  # any failure to load is the user's choice of model: explain it
             raise DemoError(load_message(name, revision, e)) from e
         warm_up(lm)
         return lm

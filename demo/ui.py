@@ -68,8 +68,10 @@ def build(
             first = False
 
     def on_select(evt: gr.SelectData):
-        idx = evt.index if isinstance(evt.index, (list, tuple)) else [evt.index, evt.index]
-        return [int(idx[0]), int(idx[1])]
+        idx = evt.index
+        if isinstance(idx, (list, tuple)) and len(idx) == 2 and None not in idx:
+            return [int(idx[0]), int(idx[1])]
+        return [None, None]
 
     def do_mask(text, sel, model, revision):
         try:
@@ -78,6 +80,9 @@ def build(
             return mask_selection(text or "", start, end, lm.tokenizer), "", None
         except DemoError as e:
             return gr.skip(), message_html(str(e)), None
+        except Exception as e:  # keep tracebacks out of the page
+            log.exception("masking the selection failed")
+            return gr.skip(), message_html(f"Could not mask the selection ({e})."), None
 
     def api_infill(
         text: str,

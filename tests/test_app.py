@@ -290,3 +290,25 @@ def test_stats_table_summary_and_plot():
     fig = rounds_plot([s, seq])
     assert len(fig.axes[0].patches) == 4  # 2 rounds x (accepted, other)
     assert rounds_plot([seq]) is None
+
+
+# -- app.py ----------------------------------------------------------------------------------------
+
+
+def test_app_flags_and_env_choose_the_model_and_server(monkeypatch):
+    pytest.importorskip("gradio")
+    import app
+
+    calls = {}
+    monkeypatch.setattr(app, "build", lambda *a: calls.setdefault("build", a) and "blocks")
+    monkeypatch.setattr(app, "launch", lambda *a, **kw: calls.setdefault("launch", (a, kw)))
+    monkeypatch.setenv("ASSD_MODEL", "code")
+    monkeypatch.delenv("ASSD_REVISION", raising=False)
+    app.main(["--port", "7999", "--host", "127.0.0.1", "--cache-size", "3"])
+    model, revision, cache = calls["build"]
+    assert (model, revision, cache.maxsize) == ("code", None, 3)
+    (_, concurrency), kw = calls["launch"]
+    assert kw == {"server_name": "127.0.0.1", "server_port": 7999, "share": False}
+    calls.clear()
+    app.main(["--model", "therealgabeguo/ASARM", "--revision", "nlp", "--share"])
+    assert calls["build"][:2] == ("therealgabeguo/ASARM", "nlp") and calls["launch"][1]["share"]

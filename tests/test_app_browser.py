@@ -129,3 +129,17 @@ def test_bad_input_shows_its_message(page):
     page.locator("#input-text textarea").fill("[MASK:4]")
     page.click("#run")
     page.wait_for_selector("#status .assd-msg:has-text('Everything is masked')")
+
+
+def test_mask_selection_replaces_the_selected_span(page):
+    textarea = page.locator("#input-text textarea")
+    textarea.fill("The cat sat on the mat. The dog sat on the log.")
+    textarea.evaluate(
+        "t => { t.focus(); t.setSelectionRange(8, 22); t.dispatchEvent(new Event('select')); }"
+    )
+    page.click("#mask-selection")
+    page.wait_for_function(
+        "() => document.querySelector('#input-text textarea').value.includes('[MASK:')"
+    )
+    assert textarea.input_value().startswith("The cat [MASK:")
+    assert textarea.input_value().endswith(". The dog sat on the log.")
