@@ -200,10 +200,10 @@ def build(
         outputs = [status, panel_a, panel_b, stats, plot, output]
         text.select(on_select, None, sel, queue=False)
         mask_btn.click(do_mask, [text, sel, model, revision], [text, status, sel])
-        run_evt = run_btn.click(run, inputs, outputs, api_name="run")
+        run_evt = run_btn.click(run, inputs, outputs, api_name="run", show_progress="minimal")
         reseed_evt = reseed_btn.click(
             lambda: random.randrange(1_000_000), None, seed, queue=False
-        ).then(run, inputs, outputs)
+        ).then(run, inputs, outputs, show_progress="minimal")
         stop_btn.click(None, None, None, cancels=[run_evt, reseed_evt])
         gr.api(api_infill, api_name="infill")
     return blocks
