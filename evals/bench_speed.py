@@ -80,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--save-prompts", default=None, help="write the prompt token ids used to this json"
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--profile", action="store_true",
+                   help="torch.profiler over rounds of engine + one_call ASSD (writes profile.txt)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="evals/results/bench_speed")
     return p.parse_args(argv)
@@ -313,6 +315,39 @@ def per_call(args, device, dtype) -> list[dict]:
     return rows
 
 
+# -- profile ---------------------------------------------------------------------------------------
+def profile_rounds(args, net, forbidden, device, dtype, path: Path) -> None:
+    """Where a round's time goes: torch.profiler over 40 rounds (after 10) of the fastest variant."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    L = args.lengths[0]
+    eng = XLNetEngine.from_hf(net, forbidden, dtype=dtype, check=False)
+    seqs = prompt_pool(args, None, net.config.vocab_size, forbidden, 1, L)
+    batch = make_batches(seqs, L, 1, args.rate, args.seed)[0]
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    text = []
+    for sampler in (assd.ASSD(args.k, one_call=True), assd.Sequential()):
+        gen = assd.generate(eng, batch, sampler, torch.Generator().manual_seed(0), trace=False)
+        for _ in zip(range(10), gen):
+            pass
+        sync(device)
+        t0 = time.perf_counter()
+        rounds = 0
+        with profile(activities=acts) as prof:
+            for _ in range(40):
+                with record_function("round"):
+                    if next(gen, None) is None:
+                        break
+                rounds += 1
+            sync(device)
+        dt = (time.perf_counter() - t0) / max(rounds, 1)
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        text += [f"== {sampler.name}: {dt * 1e3:.2f} ms per round (under the profiler)",
+                 prof.key_averages().table(sort_by="cpu_time_total", row_limit=25),
+                 prof.key_averages().table(sort_by=sort, row_limit=15)]  # fmt: skip
+    path.write_text("\n".join(text))
+
+
 # -- correctness on this device ----------------------------------------------------------------------
 def device_check(net, device, dtype) -> dict:
     """Engine (graphs and eager, float32) vs reference logits on this device, one-call query set."""
@@ -443,6 +478,8 @@ def main(argv=None) -> None:
         print("device check:", meta["device_check"], flush=True)
     e2e = end_to_end(args, net, tokenizer, forbidden, device, dtype)
     calls = per_call(args, device, dtype) if args.per_call != "none" else []
+    if args.profile:
+        profile_rounds(args, net, forbidden, device, dtype, out / "profile.txt")
     (out / "bench_speed.json").write_text(
         json.dumps({"meta": meta, "end_to_end": e2e, "per_call": calls}, indent=1)
     )

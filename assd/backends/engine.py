@@ -38,6 +38,7 @@ class XLNetEngine:
     cache: reuse states across calls of a session (False: every call recomputes all rows
     above the prompt, like a fresh session; for tests and measurements).
     graphs: replay CUDA graphs for small calls (default: on CUDA devices).
+    static_shapes: pad small calls to a few fixed shapes (what graphs need; default: = graphs).
     check: validate every query set against the protocol (folded into the call's one sync).
     """
 
@@ -51,6 +52,7 @@ class XLNetEngine:
         *,
         cache: bool = True,
         graphs: bool | None = None,
+        static_shapes: bool | None = None,
         check: bool = True,
     ):
         self.w = weights
@@ -62,6 +64,7 @@ class XLNetEngine:
         if self.graphs and self.device.type != "cuda":
             raise ValueError("graphs=True needs the weights on a CUDA device (or graphs=None)")
         self.check = check
+        self.static_shapes = self.graphs if static_shapes is None else bool(static_shapes)
         self._tables: list[torch.Tensor] | None = None
         self._free: dict[tuple, list[Workspace]] = {}  # idle workspaces by batch shape
 
@@ -209,8 +212,10 @@ class EngineSession:
         self.calls += 1
         self.rows_computed += W
         Q = q_rank.shape[1]
-        graphs = self.engine.graphs and bucket(W) is not None and bucket(W) + Q <= MAX_GRAPH_ROWS
-        if graphs:
+        static = (
+            self.engine.static_shapes and bucket(W) is not None and bucket(W) + Q <= MAX_GRAPH_ROWS
+        )
+        if static:
             W, span = bucket(W), self.kv.shape[-2]  # fixed shapes: padded rows, every slot
         else:
             span = _round_up(max(S, 1))
@@ -227,7 +232,7 @@ class EngineSession:
             slot=torch.where(ok, r, self.trash),
             n_content=W,
         )
-        logits = run_rows(self.engine.w, self.ws, rows, span, graphs)
+        logits = run_rows(self.engine.w, self.ws, rows, span, static and self.engine.graphs)
 
         # Slots >= hi may depend on tokens that just changed: forget them; record what was computed.
         self.slot_tok[:, :L].masked_fill_(self.ranks >= hi[:, None], -1)
