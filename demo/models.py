@@ -112,10 +112,11 @@ def free_memory() -> None:
 
 
 def warm_up(lm: assd.Loaded) -> None:
-    """One tiny sampling run, so that first-call overheads do not land in a measured run."""
+    """Tiny sampling runs, so that first-call overheads do not land in a measured run."""
     try:
-        inf = Infill.from_parts(lm.tokenizer, "a", 1)
-        assd.sample(lm.model, infills_to_batch([inf]), assd.Sequential(), trace=False)
+        batch = infills_to_batch([Infill.from_parts(lm.tokenizer, "a", 3, " b")])
+        for sampler in (assd.Sequential(), assd.ASSD(k=2), assd.ASSD(k=2, one_call=True)):
+            assd.sample(lm.model, batch, sampler, trace=False)
     except Exception:  # best effort: a model that cannot do this fails later with a message
         pass
 

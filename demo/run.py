@@ -32,6 +32,7 @@ SAMPLERS = {
     "compare": "ASSD vs sequential, side by side",
 }
 ORDERS = ("left-to-right", "random")
+DEMO_MAX_TOKENS = 1024  # for models that declare no maximum length
 
 
 @dataclass
@@ -138,9 +139,7 @@ def _stream(cache: ModelCache, req: Request) -> Iterator[Frame]:
     check_request(req)
     lm = cache.get(req.model, req.revision)
     g = torch.Generator().manual_seed(int(req.seed))
-    inf, hidden = build_infill(
-        req.text, lm.tokenizer, req.mask_mode, req.rate, g, lm.model.max_length
-    )
+    inf, hidden = build_infill(req.text, lm.tokenizer, req.mask_mode, req.rate, g, max_tokens(lm))
     batch = infills_to_batch([inf], order=req.order, generator=g)
     kinds = ["assd", "sequential"] if req.sampler == "compare" else [req.sampler]
     lanes = [Lane(lm, inf, batch, kind, req) for kind in kinds]
@@ -149,7 +148,7 @@ def _stream(cache: ModelCache, req: Request) -> Iterator[Frame]:
     def frame(done: bool = False, text: str = "") -> Frame:
         return Frame(
             [lane.html(pieces) for lane in lanes], [lane.stats.snapshot() for lane in lanes], text,
-            done=done, hidden=hidden, max_length=lm.model.max_length,
+            done=done, hidden=hidden, max_length=max_tokens(lm),
             tokens=[list(lane.tokens) for lane in lanes],
         )  # fmt: skip
 
@@ -163,6 +162,11 @@ def _stream(cache: ModelCache, req: Request) -> Iterator[Frame]:
             done = batch.with_tokens(torch.tensor([lane.tokens], dtype=torch.long))
             lane.stats.log_likelihood = float(assd.log_likelihood(lm.model, done)[0])
     yield frame(True, decode(lm.tokenizer, lanes[0].tokens, length=len(inf.ids)))
+
+
+def max_tokens(lm: assd.Loaded) -> int:
+    """The model's maximum length, or a cap that keeps a demo run interactive."""
+    return lm.model.max_length or DEMO_MAX_TOKENS
 
 
 def check_request(req: Request) -> None:
