@@ -98,7 +98,7 @@ def assert_close(got, want, valid):
     assert err.numel() == 0 or float(err.max()) <= ATOL, float(err.max())
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(st.data())
 def test_one_call_matches_reference(data):
     """Any query set (repeated ranks, contexts short of their rank) in one forward."""
@@ -115,7 +115,7 @@ def test_one_call_matches_reference(data):
         assert_close(got, want, q_rank >= 0)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.data())
 def test_cached_calls_match_fresh_sessions(data):
     """A multi-call session (states reused, proposals changed or kept) == a fresh session per call."""
