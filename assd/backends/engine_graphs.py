@@ -10,6 +10,7 @@ returns to its engine's pool when its session is garbage collected.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +45,8 @@ def run_rows(weights: XLNetWeights, ws: Workspace, rows: Rows, span: int, graphs
     key = (rows.n_content, rows.pos.shape[1])
     if key not in ws.graphs:
         return _capture(weights, ws, rows, span, key)
+    if ws.graphs[key] is None:  # capture failed once: eager
+        return run_rows(weights, ws, rows, span, graphs=False)
     graph, static, out = ws.graphs[key]
     for name in ("tok", "pos", "lim", "slot"):
         getattr(static, name).copy_(getattr(rows, name))
@@ -68,7 +71,12 @@ def _capture(weights: XLNetWeights, ws: Workspace, rows: Rows, span: int, key):
     if ws.pool is None:
         ws.pool = torch.cuda.graph_pool_handle()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=ws.pool):
-        out = fwd()
+    try:
+        with torch.cuda.graph(graph, pool=ws.pool):
+            out = fwd()
+    except RuntimeError as e:  # e.g. an op that cannot be captured on this build: stay eager
+        warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=3)
+        ws.graphs[key] = None
+        return result
     ws.graphs[key] = (graph, static, out)
     return result
