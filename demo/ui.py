@@ -160,12 +160,15 @@ def build(
                     run_btn = gr.Button("Run", variant="primary", elem_id="run")
                     reseed_btn = gr.Button("New seed & run", elem_id="reseed")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                kind = gr.Textbox("", visible=False, label="Model")  # of the last example
                 gr.Examples(
-                    examples.PROSE, [text, mode, rate], label="Prose examples", elem_id="ex-prose"
-                )
+                    [[*e, "prose"] for e in examples.PROSE], [text, mode, rate, kind],
+                    label="Prose examples", elem_id="ex-prose",
+                )  # fmt: skip
                 gr.Examples(
-                    examples.CODE, [text, mode, rate], label="Code examples", elem_id="ex-code"
-                )
+                    [[*e, "code"] for e in examples.CODE], [text, mode, rate, kind],
+                    label="Code examples", elem_id="ex-code",
+                )  # fmt: skip
             with gr.Column(scale=6):
                 gr.HTML(legend_html(), elem_id="legend")
                 status = gr.HTML("", elem_id="status")
@@ -199,6 +202,7 @@ def build(
         ]
         outputs = [status, panel_a, panel_b, stats, plot, output]
         text.select(on_select, None, sel, queue=False)
+        kind.change(suggest_model, [kind, model], model, queue=False)
         mask_btn.click(do_mask, [text, sel, model, revision], [text, status, sel])
         run_evt = run_btn.click(run, inputs, outputs, api_name="run", show_progress="minimal")
         reseed_evt = reseed_btn.click(
@@ -213,6 +217,11 @@ def launch(blocks: gr.Blocks, concurrency: int = 2, **kwargs):
     """Queue (bounded concurrency) and launch with the demo's styling."""
     blocks.queue(default_concurrency_limit=concurrency, max_size=64)
     return blocks.launch(css=CSS, theme=gr.themes.Soft(), **kwargs)
+
+
+def suggest_model(kind: str, current: str) -> str:
+    """Examples switch between the embedded models, never away from a model the user chose."""
+    return kind if kind in EMBEDDED and current in EMBEDDED else current
 
 
 def _live_stats(stats: list[RunStats]) -> str:

@@ -312,3 +312,12 @@ def test_app_flags_and_env_choose_the_model_and_server(monkeypatch):
     calls.clear()
     app.main(["--model", "therealgabeguo/ASARM", "--revision", "nlp", "--share"])
     assert calls["build"][:2] == ("therealgabeguo/ASARM", "nlp") and calls["launch"][1]["share"]
+
+
+def test_examples_switch_between_embedded_models_only():
+    pytest.importorskip("gradio")
+    from demo.ui import suggest_model
+
+    assert suggest_model("code", "prose") == "code" and suggest_model("prose", "code") == "prose"
+    assert suggest_model("code", "/my/model") == "/my/model"
+    assert suggest_model("code", "therealgabeguo/ASARM") == "therealgabeguo/ASARM"
