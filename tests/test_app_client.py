@@ -66,3 +66,13 @@ def test_streaming_run_endpoint_returns_the_final_page_state(client, tiny_model_
     )  # fmt: skip
     assert status == "" and "t-masked" not in panel_a and "network calls" in stats
     assert output.startswith("The cat ") and output.endswith(" log.")
+
+
+def test_concurrent_requests_share_the_model_safely(client):
+    """Queued and concurrent runs on one cached model give the same results as one at a time."""
+    text = "Once upon a time there was a [MASK:8] who lived in the [MASK:5]."
+    kw = [dict(seed=s, sampler=m, k=3) for s in (0, 1) for m in ("assd", "one-call")]
+    alone = [client.predict(text, api_name="/infill", **k)["text"] for k in kw]
+    jobs = [client.submit(text, api_name="/infill", **k) for k in kw * 2]
+    together = [j.result(timeout=120)["text"] for j in jobs]
+    assert together == alone * 2
