@@ -153,7 +153,10 @@ def _stream(cache: ModelCache, req: Request) -> Iterator[Frame]:
         )  # fmt: skip
 
     yield frame()
-    while any([lane.step() for lane in lanes]):  # a list: step every lane each time
+    i = 0
+    # Step every lane each time (a list, not a lazy any), alternating who goes first.
+    while any([lane.step() for lane in (lanes if i % 2 == 0 else lanes[::-1])]):
+        i += 1
         yield frame()
         if req.delay > 0:
             time.sleep(req.delay)

@@ -321,3 +321,24 @@ def test_examples_switch_between_embedded_models_only():
     assert suggest_model("code", "prose") == "code" and suggest_model("prose", "code") == "prose"
     assert suggest_model("code", "/my/model") == "/my/model"
     assert suggest_model("code", "therealgabeguo/ASARM") == "therealgabeguo/ASARM"
+
+
+@pytest.mark.parametrize("name, example", [("prose", 0), ("code", 0)])
+def test_the_embedded_models_fill_their_examples(name, example):
+    """The default app works offline: each embedded model completes its own examples."""
+    from demo import examples
+    from demo.models import EMBEDDED
+
+    assert name in EMBEDDED
+    cache = ModelCache(maxsize=1, hub_reachable=lambda: False)
+    try:
+        cache.get(name)
+    except DemoError as e:
+        if "not installed" in str(e):
+            pytest.skip(f"the embedded {name} model is not installed yet")
+        raise
+    text, mode, rate = (examples.PROSE if name == "prose" else examples.CODE)[example]
+    last = run(cache, name, text=text, mask_mode=mode, rate=rate / 100, sampler="one-call")[-1]
+    assert not last.error, last.message
+    assert last.done and last.stats[0].generated == last.stats[0].masked > 0
+    assert "[MASK" not in last.text and "[HIDE" not in last.text
