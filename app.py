@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-size", type=int, default=2, help="models kept loaded at once")
     p.add_argument("--concurrency", type=int, default=2, help="runs served at the same time")
     args = p.parse_args(argv)
+    if args.cache_size < 1 or args.concurrency < 1:
+        p.error("--cache-size and --concurrency must be >= 1")
     blocks = build(args.model, args.revision, ModelCache(args.cache_size))
     launch(blocks, args.concurrency, server_name=args.host, server_port=args.port, share=args.share)
 
