@@ -44,12 +44,16 @@ def run(
                             "traceback": traceback.format_exc(limit=5),
                         }
                     )
-        programs = [humaneval_program(p, rec["completion"]) for p, rec in done]
-        for (_, rec), res in zip(
-            done, run_many(programs, workers=workers, timeout=timeout, memory_mb=memory_mb)
-        ):
+        # The canonical solution of every problem is run too: the harness check (should be 100%).
+        programs = [
+            humaneval_program(p, c)
+            for p, rec in done
+            for c in (rec["completion"], p["canonical_solution"])
+        ]
+        ran = run_many(programs, workers=workers, timeout=timeout, memory_mb=memory_mb)
+        for (_, rec), res, canon in zip(done, ran[0::2], ran[1::2]):
             store.add({**rec, "passed": res.passed, "status": res.status, "stderr": res.stderr[-500:],
-                       "exec_seconds": res.seconds})  # fmt: skip
+                       "exec_seconds": res.seconds, "canonical_passed": canon.passed})  # fmt: skip
         bar.update(len(chunk))
     bar.close()
     return store.records()
@@ -90,6 +94,7 @@ def summarize(records: list[dict]) -> dict:
         "pass@1": 100.0 * sum(r["passed"] for r in rows) / len(rows),
         "n": len(rows),
         "statuses": statuses,
+        "canonical_pass": 100.0 * sum(bool(r.get("canonical_passed")) for r in rows) / len(rows),
         "exact_match": 100.0 * sum(r["completion"] == r["reference"] for r in rows) / len(rows),
         "nfe": summary([r["nfe"] for r in rows]),
         "n_masked": summary([r["n_masked"] for r in rows]),

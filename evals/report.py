@@ -56,7 +56,8 @@ def spec_section(res: dict) -> list[str]:
         f"({cfg['length_note']}); random order, {cfg['n_visible']} of {cfg['length']} visible "
         f"(`assd.random_order(L, {cfg['rate']}, g)`); k = {cfg['k']}; batch size 1; "
         f"wall-clock synchronised after a warm-up, on {cfg['device']}. Quality evaluator: "
-        f"{cfg['evaluator']}. Paper: 512 tokens, GPT-2 Large scoring, A100.", "",
+        f"{cfg['evaluator']}. Paper: 512 tokens, GPT-2 Large scoring, A100."
+        + (" CPU timings on a shared machine are indicative only (see the machine line)." if cfg["device"] == "cpu" else ""), "",
     ]  # fmt: skip
     rows = []
     seq_nfe = s.get("sequential", {}).get("nfe", {}).get("mean")
@@ -116,7 +117,7 @@ def code_section(res: dict) -> list[str]:
              f"({cfg['sandbox']}).", ""]  # fmt: skip
     if not m:
         return lines + ["(no results)", ""]
-    rows = [[cfg["benchmark"], str(m["n"]), _f(m["pass@1"]), _f(m["exact_match"]), _ms(m["n_masked"], 1),
+    rows = [[cfg["benchmark"], str(m["n"]), _f(m["pass@1"]), _f(m.get("canonical_pass")), _f(m["exact_match"]), _ms(m["n_masked"], 1),
              _ms(m["nfe"], 1), ", ".join(f"{k}: {v}" for k, v in sorted(m["statuses"].items())),
              _f(PAPER["humaneval_single_line_pass@1"])]]  # fmt: skip
     lines += _table(
@@ -124,6 +125,7 @@ def code_section(res: dict) -> list[str]:
             "benchmark",
             "n",
             "pass@1",
+            "canonical solutions pass",
             "exact match",
             "tokens",
             "calls",
@@ -168,6 +170,7 @@ def render(results: dict) -> str:
         f"- data: {c['data']}; seed {c['seed']}; device {c.get('device', '?')}; quick: {c['quick']}",
         f"- assd {c['assd_version']}, git {c.get('git', '?')}, started {c['started']}, "
         f"finished {results.get('finished', '?')}",
+        "- machine: " + ", ".join(f"{k} {v}" for k, v in c.get("machine", {}).items() if v is not None),
         "- every sample and metric: `results.json` and the per-eval `*.jsonl` files next to this report", "",
     ]  # fmt: skip
     if "spec" in results:

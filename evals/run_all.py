@@ -110,6 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--rocstories", default=None, help="ROCStories cloze CSV (default: under --data)")
     a("--seed", type=int, default=0)
     a("--device", default=None)
+    a(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 gives stable timings on a busy CPU)",
+    )
     a("--backend", default="auto", choices=("auto", "engine", "reference"))
     a("--batch-size", type=int, default=8, help="infilling batch size")
     a("--timeout", type=float, default=10.0, help="sandbox seconds per program")
@@ -149,6 +155,18 @@ def _code_model(args) -> tuple[str, str | None]:
     return args.model, rev
 
 
+def _machine() -> dict:
+    import os
+    import platform
+
+    import torch
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_avg_1min": load,
+            "platform": platform.platform(), "torch": torch.__version__, "gpu": gpu}  # fmt: skip
+
+
 def make_config(args) -> dict:
     data_dir = None if args.online else str(Path(args.data) if args.data else DEFAULT_DATA)
     code_model, code_rev = _code_model(args)
@@ -162,7 +180,7 @@ def make_config(args) -> dict:
         "mean_field_ks": list(args.mean_field_ks), "evaluator_choice": args.evaluator,
         "humaneval": args.humaneval, "rocstories": args.rocstories, "backend": args.backend,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "git": _git(), "assd_version": assd.__version__,
-        "argv": sys.argv[1:],
+        "argv": sys.argv[1:], "machine": _machine(),
     }  # fmt: skip
 
 
@@ -257,6 +275,10 @@ def run_ablations(args, cfg, lm, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     cfg = make_config(args)
     cfg["data_dir"] = None if args.online else cfg["data"]
     out = Path(args.out) / cfg["run_id"]

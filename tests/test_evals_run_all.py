@@ -65,7 +65,7 @@ def mini_data(tmp_path_factory) -> Path:
 
 def test_quick_end_to_end(tiny_model_dir, mini_data, tmp_path):
     cmd = [sys.executable, "evals/run_all.py", "--model", tiny_model_dir, "--data", str(mini_data), "--quick",
-           "--ablations", "k_length,r_atol", "--out", str(tmp_path), "--run-id", "q"]  # fmt: skip
+           "--ablations", "k_length,r_atol", "--out", str(tmp_path), "--run-id", "q", "--threads", "1"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "q"
@@ -90,6 +90,7 @@ def test_quick_end_to_end(tiny_model_dir, mini_data, tmp_path):
     assert [e["id"] for e in res["errors"]["prose"]] == ["3/5/s2"]
     code = res["code"]["summary"]
     assert code["n"] == 2 and set(code["statuses"]) <= {"passed", "failed", "timeout", "memory"}
+    assert code["canonical_pass"] == 100.0  # the harness itself passes the reference solutions
     assert res["ablations"]["k_by_length"] and set(res["ablations"]["r_atol"]) == {"0.0", "0.2"}
     md = (out / "report.md").read_text()
     assert "paper calls" in md and "486.0" in md and "38.59" in md and "## Errors" in md
