@@ -231,8 +231,9 @@ def run_prose(args, cfg, lm, out: Path) -> dict:
     )
     ids = {f"{st}/{s.id}" for st in infill_prose.SETTINGS for s in stories}
     recs = [r for r in recs if r["id"] in ids]
-    return {"config": {"n_stories": len(stories), "k": args.infill_k}, "summary": infill_prose.summarize(recs),
-            "errors": store.errors()}  # fmt: skip
+    cfg_p = {"n_stories": len(stories), "k": args.infill_k}
+    summ = infill_prose.summarize(recs)
+    return {"config": cfg_p, "summary": summ, "records": recs, "errors": store.errors()}
 
 
 def run_code(args, cfg, lm, out: Path) -> dict:
@@ -246,7 +247,7 @@ def run_code(args, cfg, lm, out: Path) -> dict:
     net = "no network namespace (unshare -rn)" if _unshare_prefix() else "sockets disabled"
     sandbox = f"fresh python -I per program, {args.timeout:g} s, {args.memory_mb} MB, {net}"
     return {"config": {"benchmark": bench, "k": args.infill_k, "sandbox": sandbox},
-            "summary": infill_code.summarize(recs), "errors": store.errors()}  # fmt: skip
+            "summary": infill_code.summarize(recs), "records": recs, "errors": store.errors()}  # fmt: skip
 
 
 def run_ablations(args, cfg, lm, out: Path) -> dict:
@@ -264,12 +265,14 @@ def run_ablations(args, cfg, lm, out: Path) -> dict:
         )
         recs = [r for r in recs if r["k"] in args.ablation_ks and r["L"] in lengths]
         res["k_by_length"] = ablations.summarize_k_by_length(recs)
+        res["k_by_length_records"] = recs
     if "r_atol" in args.ablations:
         st = Store(out / "ablation_r_atol.jsonl")
         recs = ablations.r_atol_sweep(lm, [s[:L] for s in seqs], args.k, args.r_atols, st, args.seed, args.rate,
                                       evaluator)  # fmt: skip
         recs = [r for r in recs if r["r_atol"] in args.r_atols]
         res["r_atol"] = ablations.summarize_r_atol(recs)
+        res["r_atol_records"] = recs
     return res
 
 
