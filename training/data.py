@@ -170,3 +170,26 @@ class ChunkStream:
 
     def epoch_of(self, c: int) -> float:
         return c * self.batch_size / len(self.chunks)
+
+
+def split_docs(cfg, rank: int, world: int) -> tuple[Iterator[str], Iterator[str]]:
+    """(this rank's training documents, all validation documents) for a ``TrainConfig``.
+
+    Without ``cfg.val_data`` every ``cfg.val_every_doc``-th document is held out.
+    """
+    kw = dict(text_field=cfg.text_field, name=cfg.data_name, data_dir=cfg.data_dir,
+              revision=cfg.data_revision, streaming=cfg.streaming, max_docs=cfg.max_docs)  # fmt: skip
+    if cfg.val_data is not None:
+        train = read_texts(cfg.data, rank=rank, world=world, **kw)
+        val_kw = dict(kw, max_docs=None, data_dir=None, name=None, revision=None)
+        return train, read_texts(cfg.val_data, **val_kw)
+    every = cfg.val_every_doc
+
+    def train_docs():
+        docs = (t for i, t in enumerate(read_texts(cfg.data, **kw)) if i % every != every - 1)
+        yield from (t for j, t in enumerate(docs) if j % world == rank)
+
+    def val_docs():
+        yield from (t for i, t in enumerate(read_texts(cfg.data, **kw)) if i % every == every - 1)
+
+    return train_docs(), val_docs()

@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -24,11 +23,13 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, parse
-from .data import ChunkStream, pack, read_texts, tokenize
+from .data import ChunkStream, pack, read_texts, split_docs, tokenize
+from .evaluate import val_nll
 from .model import build_model, export, freeze_unused, load_model, n_params
 from .objective import OBJECTIVES, ORDERS, loss_sum, sample_orders, xlnet_inputs
 from .samples import infill
 from .schedule import MaskSchedule, lr_at, n_masked_of
+from .seeds import mix_seed
 from .tokenizer import eod_id, train_bpe
 from .tokenizer import load as load_tokenizer
 from .tokenizer import save as save_tokenizer
@@ -36,12 +37,6 @@ from .tokenizer import save as save_tokenizer
 METRICS = ["step", "tokens", "epoch", "lr", "mask_lo", "mask_hi", "train_loss", "val_loss",
            "grad_norm", "tok_per_s", "elapsed_s"]  # fmt: skip
 SAMPLES = ["step", "i", "nfe", "generated", "prompt", "output", "original"]
-
-
-def _mix(*xs: int) -> int:
-    """A 63-bit seed from several integers (distinct tuples -> distinct seeds, in practice)."""
-    h = hashlib.blake2b(repr(xs).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") & ((1 << 63) - 1)
 
 
 def _g(x: float) -> float:
@@ -59,26 +54,6 @@ def _check(cfg: TrainConfig) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.precision not in ("auto", "bf16", "fp16", "no"):
         raise ValueError(f"--precision must be auto, bf16, fp16 or no, got {cfg.precision!r}")
-
-
-def _split_docs(cfg: TrainConfig, rank: int, world: int) -> tuple[Iterator[str], Iterator[str]]:
-    """(this rank's training documents, all validation documents)."""
-    kw = dict(text_field=cfg.text_field, name=cfg.data_name, data_dir=cfg.data_dir,
-              revision=cfg.data_revision, streaming=cfg.streaming, max_docs=cfg.max_docs)  # fmt: skip
-    if cfg.val_data is not None:
-        train = read_texts(cfg.data, rank=rank, world=world, **kw)
-        val_kw = dict(kw, max_docs=None, data_dir=None, name=None, revision=None)
-        return train, read_texts(cfg.val_data, **val_kw)
-    every = cfg.val_every_doc
-
-    def train_docs():
-        docs = (t for i, t in enumerate(read_texts(cfg.data, **kw)) if i % every != every - 1)
-        yield from (t for j, t in enumerate(docs) if j % world == rank)
-
-    def val_docs():
-        yield from (t for i, t in enumerate(read_texts(cfg.data, **kw)) if i % every == every - 1)
-
-    return train_docs(), val_docs()
 
 
 def _tokenizer(cfg: TrainConfig, acc, out: Path):
@@ -110,38 +85,10 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def _batch_inputs(x, step: int, c: int, cfg, sched, rank: int, mask_id: int, device):
     """Orders and rates for micro-batch ``c``: a fresh order per sequence, seeded by (seed, rank, c)."""
-    g = torch.Generator().manual_seed(_mix(cfg.seed, rank, c, 1))
+    g = torch.Generator().manual_seed(mix_seed(cfg.seed, rank, c, 1))
     rates = sched.sample(step, x.shape[0], g)
     sigma, n_prompt = sample_orders(n_masked_of(rates, x.shape[1]), x.shape[1], cfg.order, g)
     return xlnet_inputs(x.to(device), sigma.to(device), n_prompt.to(device), cfg.objective, mask_id)
-
-
-@torch.no_grad()
-def evaluate(
-    model, val: torch.Tensor, offset: int, n_total: int, cfg, sched, acc, mask_id: int
-) -> float:
-    """Mean NLL per masked token on this rank's validation chunks (global index ``offset + i*world``),
-    rates stratified over the final range and orders seeded per chunk, so the figure does not
-    depend on the step or on the number of processes."""
-    model.eval()
-    lo, hi = sched.final_min, sched.final_max
-    tot = torch.zeros(2, device=acc.device)
-    for s in range(0, len(val), cfg.batch_size):
-        x = val[s : s + cfg.batch_size]
-        idx = [offset + (s + i) * acc.num_processes for i in range(len(x))]
-        rates = torch.tensor([lo + (hi - lo) * (j + 0.5) / n_total for j in idx])
-        orders = [sample_orders(n_masked_of(rates[i : i + 1], x.shape[1]), x.shape[1], cfg.order,
-                                torch.Generator().manual_seed(_mix(cfg.seed, j, 2)))
-                  for i, j in enumerate(idx)]  # fmt: skip
-        sigma = torch.cat([o[0] for o in orders]).to(acc.device)
-        n_prompt = torch.cat([o[1] for o in orders]).to(acc.device)
-        inputs = xlnet_inputs(x.to(acc.device), sigma, n_prompt, cfg.objective, mask_id)
-        with acc.autocast():
-            nll, n = loss_sum(model, inputs)
-        tot += torch.stack([nll.float(), n.float()])
-    tot = acc.reduce(tot, reduction="sum")
-    model.train()
-    return float(tot[0] / tot[1].clamp(min=1))
 
 
 class _Csv:
@@ -186,7 +133,7 @@ def train(cfg: TrainConfig) -> dict:
         raise ValueError("the tokenizer has no mask token: give a tokenizer with one (e.g. <mask>)")
     eod = eod_id(tokenizer)
 
-    train_docs, val_docs = _split_docs(cfg, rank, world)
+    train_docs, val_docs = split_docs(cfg, rank, world)
     chunks = pack(tokenize(tokenizer, train_docs), eod, cfg.seq_len)  # [N, L] this rank's share
     val_all = pack(tokenize(tokenizer, val_docs), eod, cfg.seq_len)[: cfg.eval_chunks]
     val = val_all[rank::world]
@@ -221,20 +168,22 @@ def train(cfg: TrainConfig) -> dict:
     max_steps = state["planned_steps"] or cfg.max_steps
 
     sched = MaskSchedule(cfg.mask_start, cfg.mask_min, cfg.mask_max, cfg.mask_warmup_steps)
-    stream = ChunkStream(chunks, cfg.batch_size, _mix(cfg.seed, rank, 3) % (1 << 31), rank)
+    stream = ChunkStream(chunks, cfg.batch_size, mix_seed(cfg.seed, rank, 3) % (1 << 31), rank)
     metrics = _Csv(out / "metrics.csv", METRICS, main, append=bool(cfg.resume))
     samples = _Csv(out / "samples.csv", SAMPLES, main, append=bool(cfg.resume))
     tok_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world
 
     best = {"val_loss": math.inf, "step": None}
 
-    def run_eval(step: int, train_loss: float | None, grad_norm: float | None, tps: float | None):
+    def run_eval(step: int, lr: float, train_loss: float | None, grad_norm: float | None, tps):
         t = time.time()
-        v = (
-            evaluate(model, val, rank, len(val_all), cfg, sched, acc, mask_id)
-            if len(val_all)
-            else math.nan
-        )
+        v = math.nan
+        if len(val_all):
+            idx = list(range(rank, len(val_all), world))
+            tot = val_nll(model, val, idx, len(val_all), cfg, mask_id, acc.device, acc.autocast)
+            tot = acc.reduce(tot, reduction="sum")
+            v = float(tot[0] / tot[1].clamp(min=1))
+            model.train()
         lo, hi = sched.range_at(step)
         acc.print(f"step {step}: train loss {train_loss}, val loss {v:.4f}, tok/s {tps}, "
                   f"mask range [{lo:.3f}, {hi:.3f}], {time.time() - t0:.0f}s")  # fmt: skip
@@ -242,7 +191,7 @@ def train(cfg: TrainConfig) -> dict:
             best.update(val_loss=v, step=step)
             export(raw, tokenizer, cfg.export, cfg.seq_len)
         metrics.row(step=step, tokens=state["tokens"], epoch=round(stream.epoch_of(step * cfg.grad_accum), 4),
-                    lr=_g(lr_at(max(step - 1, 0), cfg.lr, cfg.warmup_steps, max_steps, cfg.final_lr_ratio)),
+                    lr=_g(lr),
                     mask_lo=round(lo, 4), mask_hi=round(hi, 4), train_loss=train_loss, val_loss=v,
                     grad_norm=grad_norm, tok_per_s=tps, elapsed_s=round(time.time() - t0, 2))  # fmt: skip
         return v, time.time() - t
@@ -344,9 +293,8 @@ def train(cfg: TrainConfig) -> dict:
                     acc.print(f"time budget reached at step {step}: stopping")
                     max_steps = step
         if step % cfg.eval_every == 0 or step == max_steps:
-            val_loss, dt = run_eval(
-                step, loss_v, gnorm, round(tps) if step % cfg.log_every == 0 else None
-            )
+            tps_now = round(tps) if step % cfg.log_every == 0 else None
+            val_loss, dt = run_eval(step, lr, loss_v, gnorm, tps_now)
             overhead += dt
         if step % cfg.sample_every == 0 or step == max_steps:
             overhead += run_samples(step)

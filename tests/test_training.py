@@ -1,0 +1,292 @@
+"""Training package: schedules, orders, objectives, data, tokenizer, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import lzma
+import random
+
+import pytest
+import torch
+
+from assd import make_batch
+from assd.backends import XLNetReference
+from assd.backends.xlnet_masks import natural_limits
+from training.config import parse
+from training.data import ChunkStream, pack, read_texts, tokenize
+from training.model import build_model
+from training.objective import sample_orders, xlnet_inputs
+from training.schedule import MaskSchedule, lr_at, n_masked_of
+from training.tokenizer import SPECIAL_TOKENS, eod_id, load, save, train_bpe
+from training.train import main as train_main
+
+WORDS = "the a cat dog sat ran on under mat tree quickly slowly red big small and".split()
+
+
+def _docs(n: int, seed: int = 0) -> list[str]:
+    """Prose-like and code-like documents (newlines, indentation, tabs, trailing spaces)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        if i % 3 == 2:
+            name = rng.choice(WORDS)
+            out.append(f"def {name}_{i}(x):\n    if x:\n\treturn x  \n    return {name!r}\n")
+        else:
+            out.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60))) + ".\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    docs = _docs(240)
+    path = d / "train.jsonl.xz"
+    with lzma.open(path, "wt", encoding="utf-8") as f:
+        for t in docs:
+            f.write(json.dumps({"text": t, "title": "x"}) + "\n")
+    tok = train_bpe(docs, vocab_size=320)
+    save(tok, d / "tok")
+    return {"dir": d, "path": str(path), "docs": docs, "tok": str(d / "tok")}
+
+
+# ---------------------------------------------------------------- schedules
+
+
+def test_mask_schedule_warms_up_linearly_to_the_final_range():
+    s = MaskSchedule(start=0.15, final_min=0.05, final_max=0.95, warmup_steps=100)
+    assert s.range_at(0) == pytest.approx((0.15, 0.15))
+    assert s.range_at(50) == pytest.approx((0.10, 0.55))
+    assert s.range_at(100) == pytest.approx((0.05, 0.95))
+    assert s.range_at(10_000) == pytest.approx((0.05, 0.95))
+
+
+def test_mask_rates_are_stratified_within_the_range():
+    s = MaskSchedule(0.15, 0.05, 0.95, warmup_steps=10)
+    g = torch.Generator().manual_seed(0)
+    for step, n in [(0, 7), (5, 16), (10, 32)]:
+        r = s.sample(step, n, g)
+        lo, hi = s.range_at(step)
+        assert r.shape == (n,) and bool(((r >= lo - 1e-7) & (r <= hi + 1e-7)).all())
+        strata = ((r.sort().values - lo) / max(hi - lo, 1e-12) * n).floor().clamp(max=n - 1)
+        if hi > lo:  # exactly one rate in each of the n equal strata
+            assert strata.tolist() == list(range(n))
+    assert n_masked_of(torch.tensor([0.0, 0.5, 1.0]), 10).tolist() == [1, 5, 9]
+    with pytest.raises(ValueError, match="final_min"):
+        MaskSchedule(0.15, 0.9, 0.1)
+
+
+def test_lr_warms_up_then_decays_linearly():
+    assert lr_at(0, 1.0, 10, 110) == pytest.approx(0.1)
+    assert lr_at(9, 1.0, 10, 110) == pytest.approx(1.0)
+    assert lr_at(60, 1.0, 10, 110) == pytest.approx(0.5)
+    assert lr_at(110, 1.0, 10, 110, final_ratio=0.1) == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------- orders and objectives
+
+
+@pytest.mark.parametrize("order", ["paper", "random"])
+def test_orders_put_the_prompt_first_in_ascending_position(order):
+    g = torch.Generator().manual_seed(1)
+    L = 24
+    n_masked = torch.tensor([1, 5, 12, 23, 17, 8])
+    sigma, n_prompt = sample_orders(n_masked, L, order, g)
+    assert n_prompt.tolist() == (L - n_masked).tolist()
+    masked_in_order = []
+    for b in range(len(n_masked)):
+        assert sorted(sigma[b].tolist()) == list(range(L))
+        pos = torch.argsort(sigma[b])  # positions in rank order
+        P = int(n_prompt[b])
+        assert pos[:P].tolist() == sorted(pos[:P].tolist())  # visible group ascending
+        if order == "paper":
+            assert pos[P:].tolist() == sorted(pos[P:].tolist())  # masked group ascending
+        masked_in_order.append(pos[P:].tolist())
+    if order == "random":  # not always left to right
+        assert any(m != sorted(m) for m in masked_in_order)
+    with pytest.raises(ValueError, match="order"):
+        sample_orders(n_masked, L, "zigzag", g)
+
+
+def test_fresh_random_subsets_per_sequence():
+    g = torch.Generator().manual_seed(2)
+    sigma, n_prompt = sample_orders(torch.full((64,), 6), 12, "paper", g)
+    masks = {tuple((sigma[b] >= n_prompt[b]).tolist()) for b in range(64)}
+    assert len(masks) > 50
+
+
+@pytest.fixture(scope="module")
+def tiny(corpus):
+    tok = load(corpus["tok"])
+    torch.manual_seed(0)
+    return build_model(tok, "tiny").eval(), tok
+
+
+@pytest.mark.parametrize("objective", ["joint", "parallel"])
+@pytest.mark.parametrize("order", ["paper", "random"])
+def test_objective_matches_the_reference_backend(tiny, objective, order):
+    """The training forward gives the same per-target log-probs as the ASARM protocol's queries:
+    joint = chain rule (context = own rank), parallel = prompt only (context = n_prompt)."""
+    model, tok = tiny
+    g = torch.Generator().manual_seed(3)
+    B, L = 3, 14
+    x = torch.randint(len(SPECIAL_TOKENS), len(tok), (B, L), generator=g)
+    sigma, n_prompt = sample_orders(torch.tensor([4, 9, 13]), L, order, g)
+    inp = xlnet_inputs(x, sigma, n_prompt, objective, tok.mask_token_id)
+    with torch.no_grad():
+        logits = model(
+            input_ids=inp["input_ids"], perm_mask=inp["perm_mask"],
+            target_mapping=inp["target_mapping"], use_mems=False,
+        ).logits  # fmt: skip
+    valid = inp["labels"] >= 0
+    lp = logits.log_softmax(-1).gather(-1, inp["labels"].clamp(min=0)[..., None])[..., 0]
+
+    M = inp["labels"].shape[1]
+    q_rank = n_prompt[:, None] + torch.arange(M)
+    q_rank = torch.where(q_rank < L, q_rank, -1)
+    q_ctx = q_rank if objective == "joint" else torch.where(q_rank >= 0, n_prompt[:, None], -1)
+    batch = make_batch(x, sigma, n_prompt)
+    session = XLNetReference(model).open(batch)
+    ref = session.logits(x, n_prompt, L - n_prompt, q_rank, q_ctx).log_softmax(-1)
+    pos = torch.gather(batch.pos_of_rank, 1, q_rank.clamp(min=0))
+    ref_lp = ref.gather(-1, torch.gather(x, 1, pos)[..., None])[..., 0]
+    assert torch.allclose(lp[valid], ref_lp[valid], atol=1e-5)
+    assert valid.sum(1).tolist() == [4, 9, 13]
+
+
+def test_parallel_objective_hides_masked_tokens(tiny):
+    _, tok = tiny
+    x = torch.arange(10, 22).expand(2, 12)
+    sigma, n_prompt = sample_orders(torch.tensor([5, 8]), 12, "paper", torch.Generator())
+    inp = xlnet_inputs(x, sigma, n_prompt, "parallel", tok.mask_token_id)
+    masked = sigma >= n_prompt[:, None]
+    assert bool((inp["input_ids"][masked] == tok.mask_token_id).all())
+    assert bool((inp["input_ids"][~masked] == x[~masked]).all())
+    sees = inp["perm_mask"] == 0  # [B, i, j]: i attends to j
+    prompt = ~masked
+    for b in range(2):
+        assert bool((sees[b][masked[b]] == prompt[b]).all())  # masked rows see the prompt only
+    joint = xlnet_inputs(x, sigma, n_prompt, "joint", tok.mask_token_id)
+    assert torch.equal(joint["input_ids"], x)  # teacher forcing: true tokens in the content stream
+    limits = natural_limits(sigma, n_prompt)
+    assert torch.equal(joint["perm_mask"], (sigma[:, None, :] >= limits[:, :, None]).float())
+    with pytest.raises(ValueError, match="objective"):
+        xlnet_inputs(x, sigma, n_prompt, "causal", 0)
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def test_tokenizer_round_trips_whitespace_exactly(corpus):
+    tok = load(corpus["tok"])  # saved in Hugging Face format, reloaded through AutoTokenizer
+    assert tok.convert_ids_to_tokens(list(range(len(SPECIAL_TOKENS)))) == list(SPECIAL_TOKENS)
+    assert tok.mask_token == "<mask>" and eod_id(tok) == SPECIAL_TOKENS.index("<eod>")
+    assert set(SPECIAL_TOKENS) <= set(tok.all_special_tokens)
+    texts = [
+        "def f(x):\n    if x:\n\t\treturn  x   \n\n\n    return None\n",
+        "  leading and trailing  \r\n windows\r\nline\n",
+        "unicode: café — naïve ü 東京 😀\ttab\n",
+        "x = [1 ,2 , 3 ] ; y = ' . '  \n" + " " * 17 + "deep\n",
+    ]
+    for t in texts:
+        ids = tok(t, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == t
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_readers_agree_and_shards_are_disjoint(corpus, tmp_path):
+    docs = corpus["docs"]
+    assert list(read_texts(corpus["path"], use_datasets=False)) == docs
+    assert list(read_texts(corpus["path"], use_datasets=True)) == docs
+    txt = tmp_path / "lines.txt.gz"
+    with gzip.open(txt, "wt", encoding="utf-8") as f:
+        f.write("one\ntwo\nthree\n")
+    assert [t.strip() for t in read_texts(str(txt), use_datasets=False)] == ["one", "two", "three"]
+    shards = [
+        list(read_texts(corpus["path"], rank=r, world=3, use_datasets=False)) for r in range(3)
+    ]
+    assert sorted(sum(shards, [])) == sorted(docs) and all(shards)
+    assert not set(shards[0]) & set(shards[1])
+    with pytest.raises(ImportError, match="datasets"):
+        next(read_texts("openwebtext", use_datasets=False))
+
+
+def test_pack_joins_documents_with_eod():
+    docs = [
+        torch.tensor([1, 2, 3]).numpy(),
+        torch.tensor([4]).numpy(),
+        torch.tensor([5, 6]).numpy(),
+    ]
+    chunks = pack(docs, eod=0, seq_len=4)
+    assert chunks.tolist() == [[1, 2, 3, 0], [4, 0, 5, 6]]  # the final eod is the dropped remainder
+
+
+def test_chunk_stream_is_deterministic_and_visits_every_chunk():
+    chunks = torch.arange(40).view(10, 4)
+    a, b = ChunkStream(chunks, 3, seed=5, rank=0), ChunkStream(chunks, 3, seed=5, rank=0)
+    assert torch.equal(a.batch(7), b.batch(7))
+    first = torch.cat([a.batch(c) for c in range(4)])[:10, 0]  # one epoch = 10 rows
+    assert sorted(first.tolist()) == list(range(0, 40, 4))
+    assert not torch.equal(ChunkStream(chunks, 3, seed=5, rank=1).batch(0), a.batch(0))
+
+
+def test_tokenize_then_pack_round_trips(corpus):
+    tok = load(corpus["tok"])
+    docs = corpus["docs"][:5]
+    chunks = pack(tokenize(tok, docs, batch=2), eod_id(tok), seq_len=8)
+    text = tok.decode(chunks.flatten().tolist())
+    assert text.startswith(docs[0] + "<eod>" + docs[1])
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def _metrics(path) -> dict[int, float]:
+    with open(path) as f:
+        return {int(r["step"]): float(r["train_loss"]) for r in csv.DictReader(f)}
+
+
+def test_train_learns_and_resumes_exactly(corpus, tmp_path):
+    common = [
+        "--data", corpus["path"], "--tokenizer", corpus["tok"], "--val_every_doc", "10",
+        "--preset", "tiny", "--seq_len", "32", "--batch_size", "8", "--lr", "3e-3",
+        "--warmup_steps", "5", "--mask_warmup_steps", "10", "--max_steps", "30",
+        "--log_every", "1", "--eval_every", "100", "--sample_every", "100", "--n_samples", "1",
+        "--sample_len", "16", "--save_every", "25", "--eval_chunks", "8", "--no-progress",
+        "--precision", "no",
+    ]  # fmt: skip
+    a = tmp_path / "a"
+    summary = train_main(common + ["--out", str(a), "--export", str(a / "export")])
+    losses = _metrics(a / "metrics.csv")
+    assert summary["steps"] == 30 and sorted(losses) == list(range(1, 31))
+    early = sum(losses[s] for s in range(1, 6)) / 5
+    late = sum(losses[s] for s in range(26, 31)) / 5
+    assert late < early - 0.5, (early, late)
+    assert summary["final_val_loss"] < early
+    with open(a / "samples.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and int(rows[0]["nfe"]) >= 1 and int(rows[0]["generated"]) >= 1
+
+    b = tmp_path / "b"
+    train_main(common + ["--out", str(b), "--resume", str(a / "checkpoints" / "step_0000025")])
+    resumed = _metrics(b / "metrics.csv")
+    assert sorted(resumed) == list(range(26, 31))
+    for s in range(26, 31):
+        assert abs(resumed[s] - losses[s]) < 1e-6, (s, resumed[s], losses[s])
+
+    from transformers import AutoTokenizer, XLNetLMHeadModel
+
+    net = XLNetLMHeadModel.from_pretrained(str(a / "export"))
+    assert net.config.assd_max_length == 32
+    assert AutoTokenizer.from_pretrained(str(a / "export")).mask_token == "<mask>"
+
+
+def test_config_flags_and_bad_options(corpus, tmp_path):
+    cfg = parse(["--data", "x.jsonl", "--max_time", "12.5", "--no-progress", "--export_best"])
+    assert cfg.max_time == 12.5 and cfg.progress is False and cfg.export_best is True
+    assert cfg.max_docs is None
+    with pytest.raises(ValueError, match="objective"):
+        train_main(["--data", corpus["path"], "--objective", "causal", "--out", str(tmp_path)])
