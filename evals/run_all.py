@@ -25,8 +25,8 @@ import traceback  # noqa: E402
 import assd  # noqa: E402
 from evals import ablations, data, infill_code, infill_prose, plots, report, spec_decoding  # noqa: E402
 from evals.evaluator import make_evaluator  # noqa: E402
-from evals.sandbox import _unshare_prefix  # noqa: E402
-from evals.store import Store, _clean  # noqa: E402
+from evals.sandbox import unshare_prefix  # noqa: E402
+from evals.store import Store, json_safe  # noqa: E402
 
 EVALS = ("spec", "prose", "code")
 ABLATIONS = ("k_length", "r_atol")
@@ -244,7 +244,7 @@ def run_code(args, cfg, lm, out: Path) -> dict:
     ids = {p["task_id"] for p in problems}
     recs = [r for r in recs if r["id"] in ids]
     bench = Path(args.humaneval).name if args.humaneval else "HumanEval-SingleLineInfilling"
-    net = "no network namespace (unshare -rn)" if _unshare_prefix() else "sockets disabled"
+    net = "no network namespace (unshare -rn)" if unshare_prefix() else "sockets disabled"
     sandbox = f"fresh python -I per program, {args.timeout:g} s, {args.memory_mb} MB, {net}"
     return {"config": {"benchmark": bench, "k": args.infill_k, "sandbox": sandbox},
             "summary": infill_code.summarize(recs), "records": recs, "errors": store.errors()}  # fmt: skip
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) / cfg["run_id"]
     _check_resume(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(_clean(cfg), indent=2))
+    (out / "config.json").write_text(json.dumps(json_safe(cfg), indent=2))
     print(f"[run_all] writing {out}", flush=True)
 
     results: dict = {"config": cfg, "plots": [], "errors": {}}
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     results["plots"] = make_plots(results, out)
     results["failed_evals"] = failed
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    (out / "results.json").write_text(json.dumps(_clean(results), indent=1))
+    (out / "results.json").write_text(json.dumps(json_safe(results), indent=1))
     (out / "report.md").write_text(report.render(results) + _failures(failed))
     print(f"[run_all] report: {out / 'report.md'}", flush=True)
     return 1 if failed else 0

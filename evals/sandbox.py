@@ -51,7 +51,7 @@ class SandboxResult:
 
 
 @functools.cache
-def _unshare_prefix() -> tuple[str, ...]:
+def unshare_prefix() -> tuple[str, ...]:
     """``("unshare", "-rn")`` when an unprivileged network namespace works here, else ()."""
     exe = shutil.which("unshare")
     if exe is None:
@@ -97,7 +97,7 @@ def run_program(
         raise TypeError(f"program must be a str, got {type(program).__name__}")
     if timeout <= 0 or memory_mb < 64:
         raise ValueError("timeout must be > 0 seconds and memory_mb >= 64")
-    prefix = () if network else _unshare_prefix()
+    prefix = () if network else unshare_prefix()
     with tempfile.TemporaryDirectory(prefix="assd-sandbox-") as tmp:
         with open(os.path.join(tmp, "program.py"), "w", encoding="utf-8") as f:
             f.write(program)

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 
-def _clean(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """JSON-safe copy: non-finite floats become None (strict JSON), tuples become lists."""
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -47,7 +47,7 @@ class Store:
     def add(self, record: dict) -> None:
         if "id" not in record:
             raise ValueError("a record needs an 'id' field")
-        record = _clean(record)
+        record = json_safe(record)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         self._records[record["id"]] = record

@@ -122,6 +122,18 @@ def test_sandbox_has_no_network_and_own_directory(tmp_path, monkeypatch):
     assert env.passed, env.stderr
 
 
+def test_sandbox_network_namespace_blocks_raw_sockets():
+    from evals.sandbox import unshare_prefix
+
+    if not unshare_prefix():
+        pytest.skip(
+            "no unprivileged network namespace here (sockets are disabled by the prelude only)"
+        )
+    prog = "import _socket\ns = _socket.socket()\ns.settimeout(3)\ns.connect(('1.1.1.1', 80))\n"
+    r = run_program(prog, timeout=10)
+    assert not r.passed and "OSError" in r.stderr  # unreachable: the namespace has no interfaces
+
+
 def test_run_many_keeps_order():
     progs = ["import sys; sys.exit(0)", "import sys; sys.exit(3)", "pass"]
     assert [r.passed for r in run_many(progs, workers=2, timeout=5)] == [True, False, True]
