@@ -22,7 +22,7 @@ import torch
 
 from ..model import Batch
 from .engine_attention import Rows, forward_rows
-from .engine_graphs import MAX_GRAPH_ROWS, Workspace, bucket, run_rows
+from .engine_graphs import MAX_GRAPH_ROWS, Step, Workspace, bucket, run_step
 from .engine_weights import XLNetWeights, rel_tables, weights_from_hf
 
 ALIGN = 8  # span/slot rounding: aligned attention masks keep the fused SDPA kernels usable
@@ -129,7 +129,8 @@ class XLNetEngine:
             (len(w.layers), 2, B, w.n_head, slots, w.d_head), dtype=self.dtype, device=self.device
         )
         key_pos = torch.zeros(B, slots, dtype=torch.long, device=self.device)
-        return Workspace(kv, key_pos, self.tables(L))
+        slot_tok = torch.full((B, L + 1), -1, dtype=torch.long, device=self.device)
+        return Workspace(kv, key_pos, slot_tok, self.tables(L))
 
     def _release(self, B: int, L: int, ws: Workspace) -> None:
         self._free.setdefault((B, L), []).append(ws)
@@ -144,16 +145,12 @@ class EngineSession:
         self.engine, self.batch = engine, batch
         self.vocab_size = engine.vocab_size
         B, L = batch.tokens.shape
-        dev = batch.tokens.device
         self.ws = engine._acquire(B, L)
         weakref.finalize(self, engine._release, B, L, self.ws)
         self.kv = self.ws.kv
-        self.trash = L  # slot that padding rows write to; never visible (every lim <= L)
         self.pos_of_rank = batch.pos_of_rank  # [B, L]
         self.ws.key_pos[:, :L] = self.pos_of_rank
-        # Token each slot's state was computed with (-1: none); column L is the trash column.
-        self.slot_tok = torch.full((B, L + 1), -1, dtype=torch.long, device=dev)
-        self.ranks = torch.arange(L, device=dev)
+        self.ws.slot_tok.fill_(-1)
         self.calls = 0
         self.rows_computed = 0
         self._encode_prompt()
@@ -164,21 +161,22 @@ class EngineSession:
 
     @torch.no_grad()
     def _encode_prompt(self) -> None:
-        b = self.batch
+        b, ws = self.batch, self.ws
+        B, L = b.tokens.shape
         P = b.n_prompt  # [B]
         W = int(P.max())
-        r = self.ranks[:W].expand(b.size, W)
+        r = torch.arange(W, device=P.device).expand(B, W)
         valid = r < P[:, None]
         pos = torch.gather(self.pos_of_rank, 1, r)
         tok = torch.gather(b.tokens, 1, pos)
         rows = Rows(
             tok=tok, pos=pos, lim=torch.where(valid, P[:, None], 1),
-            slot=torch.where(valid, r, self.trash), n_content=W,
+            slot=torch.where(valid, r, L), n_content=W,
         )  # fmt: skip
-        ws = self.ws
         forward_rows(self.engine.w, ws.tables, ws.kv, ws.key_pos, rows, _round_up(W))
-        self.slot_tok.scatter_(1, r, torch.where(valid, tok, -1))
-        self.prompt_tok = torch.where(self.ranks < P[:, None], self._by_rank(b.tokens), -1)
+        ws.slot_tok.scatter_(1, torch.where(valid, r, L), tok)
+        ranks = torch.arange(L, device=P.device)
+        self.prompt_tok = torch.where(ranks < P[:, None], self._by_rank(b.tokens), -1)
 
     def _by_rank(self, tokens: torch.Tensor) -> torch.Tensor:
         return torch.gather(tokens, 1, self.pos_of_rank)  # [B, L] token at each rank
@@ -189,65 +187,43 @@ class EngineSession:
         b = self.batch
         B, L = tokens.shape
         tokens = tokens.to(self.kv.device)
-        valid_q = q_rank >= 0
         by_rank = self._by_rank(tokens)
 
         # Valid cache prefix: ranks < v hold states computed from today's tokens.
         if self.engine.cache:
-            same = (self.slot_tok[:, :L] == by_rank).long()
-            v = same.cumprod(1).sum(1)  # [B]
+            v = (self.ws.slot_tok[:, :L] == by_rank).long().cumprod(1).sum(1)  # [B]
+            prompt_changed = (v < b.n_prompt).any()  # prompt slots are never invalidated
         else:
             v = b.n_prompt
+            prompt_changed = ((self.prompt_tok >= 0) & (self.prompt_tok != by_rank)).any()
         # Rows to compute: ranks v .. hi-1, hi = everything committed and every needed context.
-        hi = torch.cat([n[:, None], torch.where(valid_q, q_ctx, 0)], 1).amax(1)
+        hi = torch.cat([n[:, None], torch.where(q_rank >= 0, q_ctx, 0)], 1).amax(1)
         hi = torch.minimum(hi, b.length)
-        flags = [(hi - v).clamp(min=0).max(), hi.max()] + self._errors(
-            tokens, by_rank, n, m, q_rank, q_ctx
-        )
+        flags = [(hi - v).clamp(min=0).max(), hi.max(), prompt_changed]
+        if self.engine.check:
+            flags += self._errors(n, m, q_rank, q_ctx)
         W, S, *errs = torch.stack(flags).tolist()  # the call's one host sync
         for bad, msg in zip(errs, ERRORS):
             if bad:
                 raise ValueError(msg)
-
         self.calls += 1
         self.rows_computed += W
+
         Q = q_rank.shape[1]
-        static = (
-            self.engine.static_shapes and bucket(W) is not None and bucket(W) + Q <= MAX_GRAPH_ROWS
-        )
+        static = self.engine.static_shapes and bucket(W) is not None
+        static = static and bucket(W) + Q <= MAX_GRAPH_ROWS
         if static:
             W, span = bucket(W), self.kv.shape[-2]  # fixed shapes: padded rows, every slot
         else:
             span = _round_up(max(S, 1))
-        r = v[:, None] + torch.arange(W, device=v.device)  # [B, W] content rows
-        ok = r < hi[:, None]
-        rc = r.clamp(max=L - 1)
-        pos_c = torch.gather(self.pos_of_rank, 1, rc)
-        tok_c = torch.gather(tokens, 1, pos_c)
-        pos_q = torch.gather(self.pos_of_rank, 1, q_rank.clamp(min=0))
-        rows = Rows(
-            tok=torch.cat([tok_c, torch.zeros_like(q_rank)], 1),
-            pos=torch.cat([pos_c, pos_q], 1),
-            lim=torch.cat([torch.where(ok, r + 1, 1), torch.where(valid_q, q_ctx, 1)], 1),
-            slot=torch.where(ok, r, self.trash),
-            n_content=W,
-        )
-        logits = run_rows(self.engine.w, self.ws, rows, span, static and self.engine.graphs)
+        call = Step(tokens, v, hi, q_rank, q_ctx)
+        return run_step(self.engine.w, self.ws, call, W, span, static and self.engine.graphs)
 
-        # Slots >= hi may depend on tokens that just changed: forget them; record what was computed.
-        self.slot_tok[:, :L].masked_fill_(self.ranks >= hi[:, None], -1)
-        self.slot_tok.scatter_(1, rows.slot, torch.where(ok, tok_c, -1))
-        return logits
-
-    def _errors(self, tokens, by_rank, n, m, q_rank, q_ctx) -> list[torch.Tensor]:
-        """One flag per entry of ERRORS (the protocol's rules; see ``assd.model.check_queries``)."""
+    def _errors(self, n, m, q_rank, q_ctx) -> list[torch.Tensor]:
+        """One flag per rule of ERRORS[1:] (the protocol; see ``assd.model.check_queries``)."""
         b = self.batch
-        prompt_changed = ((self.prompt_tok >= 0) & (self.prompt_tok != by_rank)).any()
-        if not self.engine.check:
-            return [prompt_changed]
         valid = q_rank >= 0
         return [
-            prompt_changed,
             (valid & (q_ctx > q_rank)).any(),
             (valid & (q_ctx > (n + m)[:, None])).any(),
             (valid & (q_ctx < b.n_prompt[:, None])).any(),

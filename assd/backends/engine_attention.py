@@ -57,29 +57,29 @@ def forward_rows(
 
     # Shared by every layer: which slots each row sees, and the distance index of each pair.
     ks = torch.arange(span, device=rows.pos.device)
-    visible = (ks < rows.lim[:, :, None])[:, None]  # [B, 1, I, S]
+    mask = torch.zeros((B, 1, I, span), dtype=x.dtype, device=x.device)  # 0 seen, -inf hidden
+    mask.masked_fill_((ks >= rows.lim[:, :, None])[:, None], float("-inf"))
     rel = rows.pos[:, :, None] - key_pos[:, None, :span] + (T - 1)  # [B, I, S]
     rel = rel[:, None].expand(B, w.n_head, I, span)
     b_idx = torch.arange(B, device=rows.pos.device)[:, None]
     for lw, table, kv_l in zip(w.layers, tables, kv):
-        x = _layer(w, lw, table, kv_l, x, W, rows.slot, b_idx, visible, rel, span)
+        x = _layer(w, lw, table, kv_l, x, W, rows.slot, b_idx, mask, rel, span)
     return x[:, W:]
 
 
-def _layer(w, lw: LayerWeights, table, kv_l, x, W, slot, b_idx, visible, rel, span):
+def _layer(w, lw: LayerWeights, table, kv_l, x, W, slot, b_idx, mask, rel, span):
     B, I, _ = x.shape
     H, D = w.n_head, w.d_head
     # Content rows: q, k, v; their k, v join the cache before attending (they see themselves).
     qkv = F.linear(x[:, :W], lw.w_qkv).view(B, W, 3, H, D)
-    kv_l[0][b_idx, :, slot] = qkv[:, :, 1]
-    kv_l[1][b_idx, :, slot] = qkv[:, :, 2]
+    kv_l[:, b_idx, :, slot] = qkv[:, :, 1:]  # [B, W, 2, H, D] into [2, B, H, S, D]
     q_g = F.linear(x[:, W:], lw.w_qkv[: H * D]).view(B, I - W, H, D)  # query rows: q only
     q = torch.cat([qkv[:, :, 0], q_g], 1).transpose(1, 2)  # [B, H, I, D]
 
     # Position term as an additive bias: (q + r_r) . R[i - j], gathered from all distances.
     scale = D**-0.5
     bd = torch.matmul(q + lw.r_r_bias, table).gather(-1, rel)  # [B, H, I, S]
-    bias = (bd * scale).masked_fill(~visible, float("-inf"))
+    bias = torch.add(mask, bd, alpha=scale)  # one kernel: masked, scaled position term
     k, v = kv_l[0][:, :, :span], kv_l[1][:, :, :span]  # [B, H, S, D]
     att = F.scaled_dot_product_attention(q + lw.r_w_bias, k, v, attn_mask=bias)  # scale 1/sqrt(D)
     att = att.transpose(1, 2).reshape(B, I, H * D)

@@ -1,10 +1,10 @@
-"""Reusable per-shape workspaces (KV cache buffers) and CUDA-graph replay of the engine's forward.
+"""Reusable per-shape workspaces (KV cache buffers) and CUDA-graph replay of a cached call.
 
 A cached call is a few small matrix products per layer: on a GPU its time is kernel-launch
 overhead. Replaying a captured CUDA graph removes it. Graphs need fixed shapes and addresses,
 so calls are padded to a few shapes (content rows rounded up to a power of two, attention
-over every slot) and the buffers a graph reads live in a :class:`Workspace` that outlives a
-session: the next session of the same batch shape reuses it and its graphs. A workspace
+over every slot) and every buffer a graph touches lives in a :class:`Workspace` that outlives
+a session: the next session of the same batch shape reuses it and its graphs. A workspace
 returns to its engine's pool when its session is garbage collected.
 """
 
@@ -24,13 +24,29 @@ MAX_GRAPH_ROWS = 160  # calls with more rows (content + queries) run eagerly
 
 @dataclass
 class Workspace:
-    """Buffers of one batch shape: KV cache, slot positions, tables, captured graphs."""
+    """Buffers of one batch shape [B, L]: KV cache, slot positions and tokens, graphs."""
 
-    kv: torch.Tensor  # [n_layer, 2, B, H, slots, D]
-    key_pos: torch.Tensor  # [B, slots]
+    kv: torch.Tensor  # [n_layer, 2, B, H, slots, D]  keys/values of the token at each rank
+    key_pos: torch.Tensor  # [B, slots]  position of each slot's token (= pos_of_rank, padded)
+    slot_tok: torch.Tensor  # [B, L + 1]  token each slot was computed with (-1 none; L: trash)
     tables: list[torch.Tensor]
-    graphs: dict = field(default_factory=dict)  # (W, I) -> (graph, static Rows, static logits)
+    graphs: dict = field(default_factory=dict)  # (W, Q) -> (graph, static inputs, logits)
     pool: object = None
+
+
+@dataclass
+class Step:
+    """One call's inputs. tokens [B, L]; v, hi [B]: compute content rows of ranks v .. hi-1;
+    q_rank, q_ctx [B, Q]: the queries (-1 = padding)."""
+
+    tokens: torch.Tensor
+    v: torch.Tensor
+    hi: torch.Tensor
+    q_rank: torch.Tensor
+    q_ctx: torch.Tensor
+
+    def clone(self) -> Step:
+        return Step(*(t.clone() for t in vars(self).values()))
 
 
 def bucket(w: int) -> int | None:
@@ -38,42 +54,68 @@ def bucket(w: int) -> int | None:
     return next((b for b in BUCKETS if b >= w), None)
 
 
-def run_rows(weights: XLNetWeights, ws: Workspace, rows: Rows, span: int, graphs: bool):
-    """Logits [B, Q, V] of the query rows; replays (or captures) a CUDA graph when asked."""
+def step(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int) -> torch.Tensor:
+    """Compute content rows v..hi-1 (padded to W) and the queries; update the cache's records.
+
+    Returns logits [B, Q, V] float32. Only tensor ops on fixed shapes: capturable as a graph.
+    """
+    B, L = s.tokens.shape
+    trash = L  # the slot (and slot_tok column) padding rows write to; never visible
+    pos_of_rank = ws.key_pos[:, :L]
+    r = s.v[:, None] + torch.arange(W, device=s.v.device)  # [B, W] content rows (ranks)
+    ok = r < s.hi[:, None]
+    pos_c = torch.gather(pos_of_rank, 1, r.clamp(max=L - 1))
+    tok_c = torch.gather(s.tokens, 1, pos_c)
+    valid_q = s.q_rank >= 0
+    pos_q = torch.gather(pos_of_rank, 1, s.q_rank.clamp(min=0))
+    rows = Rows(
+        tok=torch.cat([tok_c, torch.zeros_like(s.q_rank)], 1),
+        pos=torch.cat([pos_c, pos_q], 1),
+        lim=torch.cat([torch.where(ok, r + 1, 1), torch.where(valid_q, s.q_ctx, 1)], 1),
+        slot=torch.where(ok, r, trash),
+        n_content=W,
+    )
+    logits = lm_head(weights, forward_rows(weights, ws.tables, ws.kv, ws.key_pos, rows, span))
+    # Slots >= hi may depend on tokens that just changed: forget them; record what was computed.
+    ranks = torch.arange(L, device=s.v.device)
+    ws.slot_tok[:, :L].masked_fill_(ranks >= s.hi[:, None], -1)
+    ws.slot_tok.scatter_(1, rows.slot, torch.where(ok, tok_c, -1))
+    return logits
+
+
+def run_step(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, graphs: bool):
+    """:func:`step`, replayed from (or captured into) a CUDA graph when ``graphs``."""
     if not graphs:
-        return lm_head(weights, forward_rows(weights, ws.tables, ws.kv, ws.key_pos, rows, span))
-    key = (rows.n_content, rows.pos.shape[1])
+        return step(weights, ws, s, W, span)
+    key = (W, s.q_rank.shape[1])
     if key not in ws.graphs:
-        return _capture(weights, ws, rows, span, key)
+        return _capture(weights, ws, s, W, span, key)
     if ws.graphs[key] is None:  # capture failed once: eager
-        return run_rows(weights, ws, rows, span, graphs=False)
+        return step(weights, ws, s, W, span)
     graph, static, out = ws.graphs[key]
-    for name in ("tok", "pos", "lim", "slot"):
-        getattr(static, name).copy_(getattr(rows, name))
+    for name, t in vars(s).items():
+        getattr(static, name).copy_(t)
     graph.replay()
     return out.clone()
 
 
-def _capture(weights: XLNetWeights, ws: Workspace, rows: Rows, span: int, key):
-    """Run this call eagerly on a side stream (its result is returned), then capture it."""
-    static = Rows(
-        rows.tok.clone(), rows.pos.clone(), rows.lim.clone(), rows.slot.clone(), rows.n_content
-    )
+def _capture(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, key):
+    """Run this call eagerly on a side stream (its result is returned), then capture it.
 
-    def fwd():
-        return lm_head(weights, forward_rows(weights, ws.tables, ws.kv, ws.key_pos, static, span))
-
+    Running the step twice with the same inputs is harmless: it writes the same keys/values.
+    """
+    static = s.clone()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        result = fwd()  # writes this call's keys/values: capturing below does not run anything
+        result = step(weights, ws, static, W, span)
     torch.cuda.current_stream().wait_stream(side)
     if ws.pool is None:
         ws.pool = torch.cuda.graph_pool_handle()
     graph = torch.cuda.CUDAGraph()
     try:
         with torch.cuda.graph(graph, pool=ws.pool):
-            out = fwd()
+            out = step(weights, ws, static, W, span)
     except RuntimeError as e:  # e.g. an op that cannot be captured on this build: stay eager
         warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=3)
         ws.graphs[key] = None
