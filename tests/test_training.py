@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from assd import make_batch
-from assd.backends import XLNetReference
 from assd.backends.xlnet_masks import natural_limits
+from assd.backends.xlnet_reference import XLNetReference
 from training.config import parse
 from training.data import ChunkStream, pack, read_texts, tokenize
 from training.model import build_model
@@ -282,6 +282,14 @@ def test_train_learns_and_resumes_exactly(corpus, tmp_path):
     net = XLNetLMHeadModel.from_pretrained(str(a / "export"))
     assert net.config.assd_max_length == 32
     assert AutoTokenizer.from_pretrained(str(a / "export")).mask_token == "<mask>"
+
+    # Fine-tuning an XLNet-format checkpoint (its own tokenizer) starts where it left off.
+    common_ft = [x for x in common if x != corpus["tok"] and x != "--tokenizer"]
+    c = tmp_path / "c"
+    ft = train_main(common_ft + ["--init", str(a / "export"), "--out", str(c), "--max_steps", "2"])
+    assert (
+        _metrics(c / "metrics.csv")[1] < early - 0.5 and ft["parameters"] == summary["parameters"]
+    )
 
 
 def test_config_flags_and_bad_options(corpus, tmp_path):

@@ -58,7 +58,7 @@ def val_nll(
 def _span_infills(model, tokenizer, chunks: torch.Tensor, span: tuple[int, int], k: int, seed: int):
     """Infill one contiguous span [a, b) of each row with ASSD; returns (prompt, output, nfe, n)."""
     from assd import ASSD, make_batch, order_from_mask, sample
-    from assd.backends import XLNetReference
+    from assd.backends.xlnet_reference import XLNetReference
 
     from .samples import show_masked
 
