@@ -144,9 +144,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def rng(seed: int, device: torch.device) -> torch.Generator:
+    """A generator on the sampling device (a CPU one would copy every draw to the GPU)."""
+    return torch.Generator(device).manual_seed(seed)
+
+
 def run_method(model, sampler, batches, device, warm: int | None) -> dict:
     """Warm up (first batch: `warm` rounds, None = all), then time every batch to completion."""
-    gen = assd.generate(model, batches[0], sampler, torch.Generator().manual_seed(999), trace=False)
+    gen = assd.generate(model, batches[0], sampler, rng(999, device), trace=False)
     for i, _ in enumerate(gen):
         if warm is not None and i + 1 >= warm:
             break
@@ -158,7 +163,7 @@ def run_method(model, sampler, batches, device, warm: int | None) -> dict:
     for j, b in enumerate(batches):
         sync(device)
         t0 = time.perf_counter()
-        res = assd.sample(model, b, sampler, torch.Generator().manual_seed(j), trace=False)
+        res = assd.sample(model, b, sampler, rng(j, device), trace=False)
         sync(device)
         wall += time.perf_counter() - t0
         nfe += [r.nfe for r in res]
@@ -327,7 +332,7 @@ def profile_rounds(args, net, forbidden, device, dtype, path: Path) -> None:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     text = []
     for sampler in (assd.ASSD(args.k, one_call=True), assd.Sequential()):
-        gen = assd.generate(eng, batch, sampler, torch.Generator().manual_seed(0), trace=False)
+        gen = assd.generate(eng, batch, sampler, rng(0, device), trace=False)
         for _ in zip(range(10), gen):
             pass
         sync(device)
@@ -381,7 +386,11 @@ def device_check(net, device, dtype) -> dict:
 def markdown(meta: dict, e2e: list[dict], calls: list[dict]) -> str:
     lines = [f"# Speed benchmark ({meta['device_name']}, engine {meta['dtype']})", "",
              f"Model: {meta['model']} ({meta['params_m']:.1f}M parameters); k={meta['k']}, "
-             f"masking rate {meta['rate']}; torch {meta['torch']}; threads {meta['threads']}.", ""]  # fmt: skip
+             f"masking rate {meta['rate']}; torch {meta['torch']}; threads {meta['threads']}."]  # fmt: skip
+    if meta.get("trained_max_length"):
+        lines += [f"The model was trained on sequences of up to {meta['trained_max_length']} tokens; "
+                  "longer rows run (relative positions) but their acceptance is only indicative."]  # fmt: skip
+    lines += [""]
     if e2e:
         lines += ["## End to end (per sequence)", "",
                   "| method | L | B | ms / seq | calls / seq | tokens / call | tokens / s | peak mem MiB | KV cache MiB | x vs (a) | x vs (b) | x vs (c) |",
@@ -470,6 +479,7 @@ def main(argv=None) -> None:
         "k": args.k,
         "rate": args.rate,
         "per_call_config": args.per_call,
+        "trained_max_length": getattr(net.config, "assd_max_length", None),
         "args": vars(args),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
