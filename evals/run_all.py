@@ -94,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--k", type=int, default=5, help="ASSD proposals per round (Table 1)")
     a("--infill-k", type=int, default=10, help="ASSD proposals per round (infilling)")
     a("--mean-field-ks", type=_ints, default=(2, 4, 8), help="MeanField tokens per call")
+    a("--ablation-n-seqs", type=int, default=8, help="WikiText-2 sequences per ablation cell")
     a("--ablation-ks", type=_ints, default=(1, 2, 5, 10, 15))
     a("--ablation-lengths", type=_ints, default=None, help="default L/4, L/2, L")
     a("--r-atols", type=_floats, default=(0.0, 0.05, 0.1, 0.25, 0.5))
@@ -126,6 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.n_seqs = min(args.n_seqs, 2)
+        args.ablation_n_seqs = min(args.ablation_n_seqs, 2)
         args.n_stories = min(args.n_stories or 3, 3)
         args.n_code = min(args.n_code or 3, 3)
         args.mean_field_ks = args.mean_field_ks[:1]
@@ -176,7 +178,7 @@ def make_config(args) -> dict:
         "code_revision": code_rev, "data": data_dir or "Hugging Face Hub", "online": args.online,
         "evals": list(args.evals), "ablations": list(args.ablations), "quick": args.quick,
         "seed": args.seed, "length": args.length, "rate": args.rate, "k": args.k, "infill_k": args.infill_k,
-        "n_seqs": args.n_seqs, "n_stories": args.n_stories, "n_code": args.n_code,
+        "n_seqs": args.n_seqs, "ablation_n_seqs": args.ablation_n_seqs, "n_stories": args.n_stories, "n_code": args.n_code,
         "mean_field_ks": list(args.mean_field_ks), "evaluator_choice": args.evaluator,
         "humaneval": args.humaneval, "rocstories": args.rocstories, "backend": args.backend,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "git": _git(), "assd_version": assd.__version__,
@@ -255,7 +257,7 @@ def run_ablations(args, cfg, lm, out: Path) -> dict:
     lengths = args.ablation_lengths or tuple(sorted({max(8, L // 4), max(8, L // 2), L}))
     rows = data.load_wikitext2(cfg["data_dir"])
     seqs = data.pack_tokens(rows, lambda t: lm.tokenizer(t, add_special_tokens=False)["input_ids"],
-                            max(lengths), args.n_seqs)  # fmt: skip
+                            max(lengths), args.ablation_n_seqs)  # fmt: skip
     evaluator, _ = make_evaluator(args.evaluator, lm, args.online)
     res = {}
     if "k_length" in args.ablations:
