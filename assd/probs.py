@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -15,9 +17,18 @@ def to_probs(
     x = logits.double() if logits.dtype == torch.float64 else logits.float()
     x = x / temperature
     if forbidden_ids:
-        x = x.clone()
-        x[..., list(forbidden_ids)] = float("-inf")
+        x = x + _forbidden_bias(forbidden_ids, x.shape[-1], x.device, x.dtype)
     return torch.softmax(x, dim=-1)
+
+
+@functools.lru_cache(maxsize=32)
+def _forbidden_bias(
+    ids: tuple[int, ...], V: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """[V] with -inf at the forbidden ids, built once per (ids, V, device, dtype)."""
+    bias = torch.zeros(V, dtype=dtype)
+    bias[[i for i in ids if i < V]] = float("-inf")
+    return bias.to(device)
 
 
 def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

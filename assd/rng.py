@@ -44,8 +44,7 @@ class TorchRng:
         idx = idx.clamp(max=probs.shape[-1] - 1)
         # Never return a zero-probability token because of rounding at a cdf plateau.
         bad = torch.gather(probs, -1, idx.unsqueeze(-1)).squeeze(-1) <= 0
-        if bool(bad.any()):
-            idx = torch.where(bad, probs.argmax(-1), idx)
+        idx = torch.where(bad, probs.argmax(-1), idx)
         return torch.where(valid, idx, 0)
 
     def first_rejection(self, accept: torch.Tensor, count: torch.Tensor) -> torch.Tensor:

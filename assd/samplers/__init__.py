@@ -1,11 +1,11 @@
 """Exact samplers over the ``assd.model`` protocol (they know nothing of XLNet)."""
 
 from .result import RoundTrace, SampleResult
-from .run import RoundEvent, Sampler, generate, sample
+from .run import RoundEvent, Sampler, generate, rounds, sample
 from .sequential import MeanField, Sequential
 from .speculative import ASSD
 
 __all__ = [
     "ASSD", "MeanField", "Sequential", "Sampler", "RoundEvent", "RoundTrace", "SampleResult",
-    "generate", "sample",
+    "generate", "rounds", "sample",
 ]  # fmt: skip

@@ -78,6 +78,22 @@ def traces_of(record: RoundRecord, state: State) -> list[RoundTrace | None]:
     return out
 
 
+def rounds(
+    model: ASARM, batch: Batch, sampler: Sampler, generator: torch.Generator | None = None
+) -> Iterator[tuple[State, RoundRecord]]:
+    """The bare loop: yields the device-side (state, record) after every round, no host copies.
+
+    One host sync a round (is any row still active?) on top of what the backend needs.
+    """
+    batch = _checked_batch(model, batch)
+    session = model.open(batch)
+    state = sampler.init(batch, model.forbidden_ids, model.vocab_size)
+    rng = TorchRng(generator)
+    while bool(state.active.any()):
+        state, rec = sampler.step(state, session, rng)
+        yield state, rec
+
+
 def generate(
     model: ASARM,
     batch: Batch,
@@ -86,22 +102,16 @@ def generate(
     *,
     trace: bool = True,
 ) -> Iterator[RoundEvent]:
-    """Run ``sampler`` on ``batch``, yielding a :class:`RoundEvent` after every round.
+    """Run ``sampler`` on ``batch``, yielding a :class:`RoundEvent` (on the CPU) after every round.
 
     The final state is the last event's tokens. Use :func:`sample` for finished results.
     """
-    batch = _checked_batch(model, batch)
-    session = model.open(batch)
-    state = sampler.init(batch, model.forbidden_ids, model.vocab_size)
-    rng = TorchRng(generator)
-    i = 0
-    while bool(state.active.any()):
-        state, rec = sampler.step(state, session, rng)
-        i += 1
+    n_prompt = batch.n_prompt
+    for i, (state, rec) in enumerate(rounds(model, batch, sampler, generator), 1):
         traces = traces_of(rec, state) if trace else [None] * batch.size
         yield RoundEvent(
             i, state.tokens.cpu(), traces, state.nfe.tolist(), state.rounds.tolist(),
-            (state.n - batch.n_prompt).tolist(), (~state.active).tolist(),
+            (state.n - n_prompt.to(state.n.device)).tolist(), (~state.active).tolist(),
         )  # fmt: skip
 
 
@@ -115,12 +125,23 @@ def sample(
     callback: Callable[[RoundEvent], None] | None = None,
     progress: bool = False,
 ) -> list[SampleResult]:
-    """Sample every row of ``batch`` to completion; one :class:`SampleResult` per row."""
+    """Sample every row of ``batch`` to completion; one :class:`SampleResult` per row.
+
+    With ``trace=False`` and no callback or progress bar nothing leaves the device until the end
+    (the fast path for benchmarks and evaluations).
+    """
     B = batch.size
+    gen = (batch.length - batch.n_prompt).tolist()
+    if not (trace or callback or progress):
+        state = None
+        for state, _ in rounds(model, batch, sampler, generator):  # noqa: B007 (the last one)
+            pass
+        assert state is not None
+        toks, nfe, rnd = state.tokens.tolist(), state.nfe.tolist(), state.rounds.tolist()
+        return [SampleResult(toks[b], nfe[b], rnd[b], gen[b], []) for b in range(B)]
     traces: list[list[RoundTrace]] = [[] for _ in range(B)]
     event = None
-    total = int((batch.length - batch.n_prompt).sum())
-    bar = tqdm(total=total, desc=sampler.name, disable=not progress, unit="tok")
+    bar = tqdm(total=sum(gen), desc=sampler.name, disable=not progress, unit="tok")
     for event in generate(model, batch, sampler, generator, trace=trace):
         for b, t in enumerate(event.traces):
             if t is not None:
@@ -132,7 +153,6 @@ def sample(
             callback(event)
     bar.close()
     assert event is not None
-    gen = (batch.length - batch.n_prompt).tolist()
     return [
         SampleResult(event.tokens[b].tolist(), event.nfe[b], event.rounds[b], gen[b], traces[b])
         for b in range(B)

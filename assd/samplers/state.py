@@ -52,11 +52,12 @@ class State:
         self, tokens: torch.Tensor, ranks: torch.Tensor, values: torch.Tensor, valid: torch.Tensor
     ):
         """Copy of tokens with values [B, K] written at ranks [B, K] where valid."""
-        out = tokens.clone()
-        pos = self.rank_to_pos(ranks)
-        rows = torch.arange(tokens.shape[0], device=tokens.device)[:, None].expand_as(pos)
-        out[rows[valid], pos[valid]] = values[valid]  # invalid entries may alias valid positions
-        return out
+        L = tokens.shape[1]
+        # Invalid entries may alias valid positions: send them to a spare column (no host sync).
+        pos = torch.where(valid, self.rank_to_pos(ranks), L)
+        out = torch.cat([tokens, tokens[:, :1]], 1)
+        out.scatter_(1, pos, values)
+        return out[:, :L]
 
     def commit(self, tokens: torch.Tensor, new_n: torch.Tensor, calls: torch.Tensor) -> State:
         """Keep ranks < new_n of tokens, reset the rest to blanks, count calls and a round."""
