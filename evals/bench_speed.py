@@ -66,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--eager-too", action="store_true", help="also time the engine without CUDA graphs"
     )
+    p.add_argument("--ablate-reuse", action="store_true",
+                   help="also time the engine recomputing proposal states instead of reusing them")  # fmt: skip
     p.add_argument(
         "--per-call", default="base", help="'base', 'small' or 'none': per-call timing config"
     )
@@ -202,6 +204,12 @@ def methods(args, net, forbidden, device, dtype):
         out += [("c-eager", "engine (no graphs) + Sequential", eager, assd.Sequential(), False),
                 ("e-onecall-eager", f"engine (no graphs) + ASSD(k={k}, one_call)", eager,
                  assd.ASSD(k, one_call=True), False)]  # fmt: skip
+    if args.ablate_reuse:
+        fresh = XLNetEngine.from_hf(net, forbidden, dtype=dtype, check=False, reuse_proposals=False)
+        out += [("d-noreuse", f"engine (recompute proposals) + ASSD(k={k}) paper", fresh,
+                 assd.ASSD(k), False),
+                ("e-bonus-noreuse", f"engine (recompute proposals) + ASSD(k={k}, bonus)", fresh,
+                 assd.ASSD(k, bonus=True), False)]  # fmt: skip
     return out
 
 

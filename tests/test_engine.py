@@ -203,6 +203,7 @@ def test_samplers_same_tokens_as_reference(sampler, data):
         XLNetEngine.from_hf(net, forbidden_ids=(0,)),
         XLNetEngine.from_hf(net, forbidden_ids=(0,), cache=False),
         XLNetEngine.from_hf(net, forbidden_ids=(0,), static_shapes=True),
+        XLNetEngine.from_hf(net, forbidden_ids=(0,), reuse_proposals=False),
     ]
     outs = []
     for model in models:
@@ -280,9 +281,14 @@ def test_workspaces_are_reused_only_after_a_session_ends():
     assert s1.kv.data_ptr() != s2.kv.data_ptr()
     want = XLNetReference(net).open(b1).logits(b1.tokens, *args)
     assert_close(s1.logits(b1.tokens, *args), want, torch.ones(1, 2, dtype=torch.bool))
-    ptr = s2.kv.data_ptr()
+    ptr, s2_bytes = s2.kv.data_ptr(), s2.cache_bytes
     del s2
     gc.collect()
     s3 = engine.open(b1)
     assert s3.kv.data_ptr() == ptr  # the ended session's buffers, overwritten by the new prompt
     assert_close(s3.logits(b1.tokens, *args), want, torch.ones(1, 2, dtype=torch.bool))
+    del s1, s3
+    gc.collect()
+    assert engine.idle_bytes == 2 * s2_bytes
+    engine.free_memory()
+    assert engine.idle_bytes == 0

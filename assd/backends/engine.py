@@ -39,6 +39,8 @@ class XLNetEngine:
     above the prompt, like a fresh session; for tests and measurements).
     graphs: replay CUDA graphs for small calls (default: on CUDA devices).
     static_shapes: pad small calls to a few fixed shapes (what graphs need; default: = graphs).
+    reuse_proposals: keep the states of a call's proposals (ranks >= n) and reuse them next call
+    if their tokens and all lower ranks are unchanged (False: recompute them; measurements).
     check: validate every query set against the protocol (folded into the call's one sync).
     """
 
@@ -53,6 +55,7 @@ class XLNetEngine:
         cache: bool = True,
         graphs: bool | None = None,
         static_shapes: bool | None = None,
+        reuse_proposals: bool = True,
         check: bool = True,
     ):
         self.w = weights
@@ -64,6 +67,7 @@ class XLNetEngine:
         if self.graphs and self.device.type != "cuda":
             raise ValueError("graphs=True needs the weights on a CUDA device (or graphs=None)")
         self.check = check
+        self.reuse_proposals = reuse_proposals
         self.static_shapes = self.graphs if static_shapes is None else bool(static_shapes)
         self._tables: list[torch.Tensor] | None = None
         self._free: dict[tuple, list[Workspace]] = {}  # idle workspaces by batch shape
@@ -118,6 +122,15 @@ class XLNetEngine:
 
     def open(self, batch: Batch) -> EngineSession:
         return EngineSession(self, batch.to(self.device))
+
+    def free_memory(self) -> None:
+        """Drop the idle workspaces (KV buffers and CUDA graphs kept for the next session)."""
+        self._free.clear()
+
+    @property
+    def idle_bytes(self) -> int:
+        """Bytes of KV cache held by idle workspaces (graph memory pools not counted)."""
+        return sum(ws.kv.numel() * ws.kv.element_size() for f in self._free.values() for ws in f)
 
     def _acquire(self, B: int, L: int) -> Workspace:
         free = self._free.get((B, L))
@@ -217,7 +230,11 @@ class EngineSession:
         else:
             span = _round_up(max(S, 1))
         call = Step(tokens, v, hi, q_rank, q_ctx)
-        return run_step(self.engine.w, self.ws, call, W, span, static and self.engine.graphs)
+        logits = run_step(self.engine.w, self.ws, call, W, span, static and self.engine.graphs)
+        if not self.engine.reuse_proposals:  # ablation: forget proposal states (ranks >= n)
+            ranks = torch.arange(L, device=n.device)
+            self.ws.slot_tok[:, :L].masked_fill_(ranks >= n[:, None], -1)
+        return logits
 
     def _errors(self, n, m, q_rank, q_ctx) -> list[torch.Tensor]:
         """One flag per rule of ERRORS[1:] (the protocol; see ``assd.model.check_queries``)."""
