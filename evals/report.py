@@ -168,8 +168,9 @@ def render(results: dict) -> str:
         f"- model: `{c['model']}`" + (f" (revision `{c['revision']}`)" if c.get("revision") else "")
         + f"; code model: `{c['code_model']}`" + (f" (revision `{c['code_revision']}`)" if c.get("code_revision") else ""),
         f"- data: {c['data']}; seed {c['seed']}; device {c.get('device', '?')}; quick: {c['quick']}",
-        f"- assd {c['assd_version']}, git {c.get('git', '?')}, started {c['started']}, "
+        f"- assd {c['assd_version']}, git {c.get('git', '?')}, started {c['started']}" + (f", resumed {c['resumed']}" if c.get("resumed") else "") + ", "
         f"finished {results.get('finished', '?')}",
+        "- command: `python evals/run_all.py " + " ".join(c.get("argv", [])) + "`",
         "- machine: " + ", ".join(f"{k} {v}" for k, v in c.get("machine", {}).items() if v is not None),
         "- every sample and metric: `results.json` and the per-eval `*.jsonl` files next to this report", "",
     ]  # fmt: skip

@@ -195,6 +195,7 @@ def _check_resume(out: Path, cfg: dict) -> None:
             raise SystemExit(
                 f"{out} holds a run with other settings ({', '.join(diff)}): use another --run-id"
             )
+        cfg["resumed"], cfg["started"] = cfg["started"], old.get("started", cfg["started"])
 
 
 def run_spec(args, cfg, lm, out: Path) -> tuple[dict, list[dict]]:
