@@ -64,17 +64,25 @@ def random_call(data, batch: Batch, lo: torch.Tensor):
     for b in range(B):
         P, end = int(batch.n_prompt[b]), int(batch.length[b])
         nb = data.draw(st.integers(max(P, int(lo[b])), end - 1), label="n")
-        mb = data.draw(st.integers(0, end - nb), label="m")
-        q = data.draw(
-            st.lists(
-                st.integers(nb, end - 1).flatmap(
-                    lambda r, P=P, top=nb + mb: st.tuples(st.just(r), st.integers(P, min(r, top)))
+        kind = data.draw(st.sampled_from(["random", "draft", "oracle", "one_call"]), label="kind")
+        if kind == "random":
+            mb = data.draw(st.integers(0, end - nb), label="m")
+            q = data.draw(
+                st.lists(
+                    st.integers(nb, end - 1).flatmap(
+                        lambda r, P=P, top=nb + mb: st.tuples(
+                            st.just(r), st.integers(P, min(r, top))
+                        )
+                    ),
+                    min_size=0 if B > 1 else 1,
+                    max_size=10,
                 ),
-                min_size=0 if B > 1 else 1,
-                max_size=10,
-            ),
-            label="queries",
-        )
+                label="queries",
+            )
+        else:  # the sets the samplers send, with k proposals
+            k = data.draw(st.integers(1, 4), label="k")
+            mb = 0 if kind == "draft" else min(k, end - nb)
+            q = sampler_queries(kind, nb, k, mb, end)
         n.append(nb)
         m.append(mb)
         qs.append(q)
@@ -85,6 +93,18 @@ def random_call(data, batch: Batch, lo: torch.Tensor):
         for i, (r, c) in enumerate(q):
             q_rank[b, i], q_ctx[b, i] = r, c
     return torch.tensor(n), torch.tensor(m), q_rank, q_ctx
+
+
+def sampler_queries(kind: str, n: int, k: int, m: int, end: int) -> list[tuple[int, int]]:
+    """Draft: (n+i, n); oracle (+ next): (n+i, n+i); one-call: oracle, next, and the next
+    round's drafts (n+a+1+i, n+a) for every outcome a <= m. Ranks past the end are dropped."""
+    if kind == "draft":
+        q = [(n + i, n) for i in range(k)]
+    else:
+        q = [(n + i, n + i) for i in range(m + 1)]
+        if kind == "one_call":
+            q += [(n + a + 1 + i, n + a) for a in range(m + 1) for i in range(k)]
+    return [(r, c) for r, c in q if r < end]
 
 
 def fill(batch: Batch, tokens: torch.Tensor, upto: torch.Tensor, V: int) -> torch.Tensor:
@@ -183,6 +203,7 @@ def test_likelihood_matches_reference(data):
 
 SAMPLERS = [
     assd.Sequential(),
+    assd.MeanField(k=2),
     assd.ASSD(k=3),
     assd.ASSD(k=3, bonus=True),
     assd.ASSD(k=2, one_call=True),
@@ -191,7 +212,7 @@ SAMPLERS = [
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=lambda s: s.name)
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(data=st.data())
 def test_samplers_same_tokens_as_reference(sampler, data):
     """Same torch.Generator seed -> same tokens on reference, cached engine and uncached engine."""
