@@ -279,15 +279,16 @@ def test_bad_input():
 
 
 def test_half_precision_runs_and_stays_close():
-    """bfloat16 weights run (CPU here, GPU in the benchmark) and stay near float32."""
+    """bfloat16 and float16 weights run (CPU here, GPU in the benchmark) and stay near float32."""
     net = _fixed_net()
     batch = make_batch(torch.randint(0, 20, (10,)), torch.randperm(10), 3)
     q = torch.tensor([[3, 4, 5]])
     args = (batch.tokens, torch.tensor([3]), torch.tensor([3]), q, torch.tensor([[3, 3, 5]]))
     f32 = XLNetEngine.from_hf(net).open(batch).logits(*args)
-    bf16 = XLNetEngine.from_hf(net, dtype=torch.bfloat16).open(batch).logits(*args)
-    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
-    assert (bf16 - f32).abs().max() < 0.1
+    for dtype in (torch.bfloat16, torch.float16):
+        half = XLNetEngine.from_hf(net, dtype=dtype).open(batch).logits(*args)
+        assert half.dtype == torch.float32 and torch.isfinite(half).all()
+        assert (half - f32).abs().max() < 0.1
 
 
 def test_workspaces_are_reused_only_after_a_session_ends():
