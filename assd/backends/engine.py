@@ -12,6 +12,13 @@ Validity is checked by tokens, not trusted from ``n``: slot s is reused iff the 
 rank <= s equals the one it was computed with. So proposal states computed in one call are
 reused by the next call when the proposals were accepted (ASSD), and recomputed otherwise.
 Any query set is served in ONE forward, whatever its ranks and contexts.
+
+    engine = XLNetEngine.from_hf(hf_model, forbidden_ids, max_length, dtype=torch.bfloat16)
+    results = assd.sample(engine, batch, assd.ASSD(5, bonus=True), torch.Generator().manual_seed(0))
+
+Memory: a session holds ``cache_bytes`` = layers x 2 x B x heads x (L + 1, rounded to 8) x d_head
+elements; the buffers (and their CUDA graphs) go back to the engine when the session is garbage
+collected and serve the next session of the same shape (``engine.free_memory()`` drops them).
 """
 
 from __future__ import annotations
