@@ -85,9 +85,19 @@ def spec_section(res: dict) -> list[str]:
     for name, m in s.items():
         for metric, t in m.get("tests", {}).items():
             rows.append([name, metric, str(t["n"]), _p(t["t_test_paired"]), _p(t["t_test_ind"]),
-                         _p(t["wilcoxon"]), _p(t["mann_whitney"])])  # fmt: skip
+                         _p(t["wilcoxon"]), _p(t["mann_whitney"]), _p(t.get("ks"))])  # fmt: skip
     lines += _table(
-        ["sampler", "metric", "n", "paired t", "independent t", "Wilcoxon", "Mann-Whitney"], rows
+        [
+            "sampler",
+            "metric",
+            "n",
+            "paired t",
+            "independent t",
+            "Wilcoxon",
+            "Mann-Whitney",
+            "Kolmogorov-Smirnov",
+        ],
+        rows,
     )
     return lines + [""]
 

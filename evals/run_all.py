@@ -200,11 +200,10 @@ def _check_resume(out: Path, cfg: dict) -> None:
 
 def run_spec(args, cfg, lm, out: Path) -> tuple[dict, list[dict]]:
     L = min(args.length, lm.model.max_length or args.length)
-    note = (
-        f"min({args.length}, model max length {lm.model.max_length})"
-        if L < args.length
-        else "as in the paper"
-    )
+    if L < args.length:
+        note = f"min({args.length}, model max length {lm.model.max_length}); the paper uses 512"
+    else:
+        note = "as in the paper" if L == 512 else "set by --length; the paper uses 512"
     rows = data.load_wikitext2(cfg["data_dir"])
     seqs = data.pack_tokens(
         rows, lambda t: lm.tokenizer(t, add_special_tokens=False)["input_ids"], L, args.n_seqs

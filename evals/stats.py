@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-TESTS = ("t_test_paired", "t_test_ind", "wilcoxon", "mann_whitney")
+TESTS = ("t_test_paired", "t_test_ind", "wilcoxon", "mann_whitney", "ks")
 
 
 def summary(x: Sequence[float]) -> dict[str, float]:
@@ -33,7 +33,8 @@ def summary(x: Sequence[float]) -> dict[str, float]:
 def compare(
     reference: Sequence[float], other: Sequence[float], paired: bool = True
 ) -> dict[str, float]:
-    """p-values of paired/independent t-tests, Wilcoxon signed-rank and Mann-Whitney U.
+    """p-values of paired/independent t-tests, Wilcoxon signed-rank, Mann-Whitney U and the
+    two-sample Kolmogorov-Smirnov test (sensitive to any difference in shape, not only location).
 
     Paired tests need equal lengths (item i of both lists comes from the same prompt);
     a test that is undefined for the data (too few items, zero variance) gives nan.
@@ -46,6 +47,7 @@ def compare(
     if len(a) >= 2 and len(b) >= 2:
         out["t_test_ind"] = _p(lambda: st.ttest_ind(a, b).pvalue)
         out["mann_whitney"] = _p(lambda: st.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+        out["ks"] = _p(lambda: st.ks_2samp(a, b).pvalue)
     if paired and len(a) == len(b) and len(a) >= 2:
         out["t_test_paired"] = _p(lambda: st.ttest_rel(a, b).pvalue)
         if np.any(a != b):
