@@ -196,6 +196,7 @@ def _check_resume(out: Path, cfg: dict) -> None:
                 f"{out} holds a run with other settings ({', '.join(diff)}): use another --run-id"
             )
         cfg["resumed"], cfg["started"] = cfg["started"], old.get("started", cfg["started"])
+        cfg["machine"] = old.get("machine", cfg["machine"])  # where the timings were first taken
 
 
 def run_spec(args, cfg, lm, out: Path) -> tuple[dict, list[dict]]:
