@@ -314,3 +314,10 @@ def test_workspaces_are_reused_only_after_a_session_ends():
     assert engine.idle_bytes == 2 * s2_bytes
     engine.free_memory()
     assert engine.idle_bytes == 0
+    # At most max_idle ended workspaces are kept, whatever the shapes seen.
+    engine.max_idle = 1
+    for L in (6, 7, 8):
+        s = engine.open(make_batch(torch.randint(0, 20, (L,)), torch.randperm(L), 2))
+        del s
+        gc.collect()
+    assert len(engine._free) == 1 and engine.idle_bytes > 0

@@ -49,6 +49,7 @@ class XLNetEngine:
     reuse_proposals: keep the states of a call's proposals (ranks >= n) and reuse them next call
     if their tokens and all lower ranks are unchanged (False: recompute them; measurements).
     check: validate every query set against the protocol (folded into the call's one sync).
+    max_idle: ended sessions' workspaces kept for reuse (the rest are freed; memory stays bounded).
     """
 
     needs_prompt = True
@@ -64,6 +65,7 @@ class XLNetEngine:
         static_shapes: bool | None = None,
         reuse_proposals: bool = True,
         check: bool = True,
+        max_idle: int = 4,
     ):
         self.w = weights
         self.vocab_size = weights.vocab_size
@@ -75,9 +77,12 @@ class XLNetEngine:
             raise ValueError("graphs=True needs the weights on a CUDA device (or graphs=None)")
         self.check = check
         self.reuse_proposals = reuse_proposals
+        if not isinstance(max_idle, int) or max_idle < 0:
+            raise ValueError(f"max_idle must be an int >= 0, got {max_idle!r}")
+        self.max_idle = max_idle
         self.static_shapes = self.graphs if static_shapes is None else bool(static_shapes)
         self._tables: list[torch.Tensor] | None = None
-        self._free: dict[tuple, list[Workspace]] = {}  # idle workspaces by batch shape
+        self._free: list[tuple[tuple[int, int], Workspace]] = []  # idle (shape, workspace), LRU
 
     @classmethod
     def from_hf(
@@ -137,12 +142,12 @@ class XLNetEngine:
     @property
     def idle_bytes(self) -> int:
         """Bytes of KV cache held by idle workspaces (graph memory pools not counted)."""
-        return sum(ws.kv.numel() * ws.kv.element_size() for f in self._free.values() for ws in f)
+        return sum(ws.kv.numel() * ws.kv.element_size() for _, ws in self._free)
 
     def _acquire(self, B: int, L: int) -> Workspace:
-        free = self._free.get((B, L))
-        if free:
-            return free.pop()
+        for i in range(len(self._free) - 1, -1, -1):
+            if self._free[i][0] == (B, L):
+                return self._free.pop(i)[1]
         w = self.w
         slots = _round_up(L + 1)
         kv = torch.zeros(
@@ -153,7 +158,9 @@ class XLNetEngine:
         return Workspace(kv, key_pos, slot_tok, self.tables(L))
 
     def _release(self, B: int, L: int, ws: Workspace) -> None:
-        self._free.setdefault((B, L), []).append(ws)
+        self._free.append(((B, L), ws))
+        while len(self._free) > self.max_idle:  # keep the most recently used
+            self._free.pop(0)
 
 
 class EngineSession:
