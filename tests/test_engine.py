@@ -321,3 +321,23 @@ def test_workspaces_are_reused_only_after_a_session_ends():
         del s
         gc.collect()
     assert len(engine._free) == 1 and engine.idle_bytes > 0
+
+
+def test_from_pretrained_local_dir(tiny_model_dir):
+    """A save_pretrained directory (safetensors) loads without a conversion step."""
+    from transformers import XLNetLMHeadModel
+
+    engine = XLNetEngine.from_pretrained(tiny_model_dir, forbidden_ids=(0, 1), max_length=64)
+    net = XLNetLMHeadModel.from_pretrained(tiny_model_dir).eval()
+    V = net.config.vocab_size
+    assert engine.vocab_size == V and engine.forbidden_ids == (0, 1) and engine.max_length == 64
+    batch = make_batch(torch.randint(0, V, (12,)), torch.randperm(12), 4)
+    args = (
+        batch.tokens,
+        torch.tensor([5]),
+        torch.tensor([3]),
+        torch.tensor([[5, 6, 8]]),
+        torch.tensor([[5, 4, 8]]),
+    )
+    want = XLNetReference(net).open(batch).logits(*args)
+    assert_close(engine.open(batch).logits(*args), want, torch.ones(1, 3, dtype=torch.bool))
