@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # value -> label shown in the UI
 SAMPLERS = {
     "assd": "ASSD (paper: draft call + verify call)",
-    "one-call": "ASSD one-call (fastest exact)",
+    "one-call": "ASSD one-call (fewest calls)",
     "sequential": "Sequential (one token per call)",
     "compare": "ASSD vs sequential, side by side",
 }
