@@ -99,6 +99,27 @@ class ASSD:
             alpha[:, 0] = 1.0
         return rng.first_rejection(alpha, count), px, qx
 
+    def _resolve(self, st, tokens, p, q, p_next, a, kk, has_next, calls, px, qx, rng):
+        """Draw the token after the accepted prefix (rank n+a): from the residual at the first
+        rejection, or from the exact next row when every proposal passed and that row exists.
+        -> (tokens, new_n, record)."""
+        B, K, V = p.shape
+        act = st.active
+        rejected = act & (a < kk)
+        ai = a.clamp(max=K - 1)[:, None, None].expand(B, 1, V)
+        p_a, q_a = torch.gather(p, 1, ai)[:, 0], torch.gather(q, 1, ai)[:, 0]
+        dist = torch.where(rejected[:, None], residual(p_a, q_a), p_next)
+        need = rejected | (has_next & (a == kk))
+        y = rng.categorical(dist[:, None], need[:, None])
+        tokens = st.place(tokens, (st.n + a)[:, None], y, need[:, None])
+        new_n = st.n + a + need.long()
+        rec = RoundRecord(
+            active=act, start=st.n, drafted=kk, accepted=a,
+            extra=torch.where(rejected, 1, torch.where(need, 2, 0)),
+            committed=new_n - st.n, calls=calls, p_draft=qx, p_oracle=px,
+        )  # fmt: skip
+        return tokens, new_n, rec
+
     def _oracle_temperature(self) -> float:
         return 1.0 if self.untempered_oracle else self.temperature
 
@@ -131,10 +152,11 @@ class ASSD:
         else:
             tokens, x, q = self._bigram_proposals(st, ranks, valid, rng)
 
-        has_bonus = multi & self.bonus & (st.n + kk < st.end)
-        o_valid = valid | (single[:, None] & (ar == 0))
+        # One oracle row per proposal, plus the exact row of rank n+kk: the bonus row, or the only
+        # row of a row with a single token left (the paper's shortcut: kk = 0 there).
+        has_next = (multi & self.bonus & (st.n + kk < st.end)) | single
         o_rank = torch.cat(
-            [torch.where(o_valid, ranks, -1), torch.where(has_bonus, st.n + kk, -1)[:, None]], 1
+            [torch.where(valid, ranks, -1), torch.where(has_next, st.n + kk, -1)[:, None]], 1
         )
         logits = session.logits(tokens, st.n, kk, o_rank, o_rank)  # [B, K+1, V]
         p_all = to_probs(logits, self._oracle_temperature(), st.forbidden)
@@ -144,23 +166,9 @@ class ASSD:
             q = p  # no multi row: nothing to verify
         first_exact = self.draft == "self" and not self.untempered_oracle
         a, px, qx = self._accept(p, q, x, kk, rng, first_exact)
-
-        rejected = multi & (a < kk)
-        ai = a.clamp(max=K - 1)[:, None, None].expand(B, 1, p.shape[-1])
-        p_a, q_a = torch.gather(p, 1, ai)[:, 0], torch.gather(q, 1, ai)[:, 0]
-        bonus_now = has_bonus & (a == kk)
-        dist = torch.where(
-            rejected[:, None], residual(p_a, q_a), torch.where(single[:, None], p[:, 0], p_next)
+        tokens, new_n, rec = self._resolve(
+            st, tokens, p, q, p_next, a, kk, has_next, calls, px, qx, rng
         )
-        need = rejected | bonus_now | single
-        y = rng.categorical(dist[:, None], need[:, None])
-        tokens = st.place(tokens, (st.n + a)[:, None], y, need[:, None])
-        new_n = st.n + a + need.long()
-        rec = RoundRecord(
-            active=act, start=st.n, drafted=kk, accepted=a,
-            extra=torch.where(rejected, 1, torch.where(need, 2, 0)),
-            committed=new_n - st.n, calls=calls, p_draft=qx, p_oracle=px,
-        )  # fmt: skip
         return st.commit(tokens, new_n, calls), rec
 
     def _bigram_proposals(self, st: State, ranks, valid, rng: Rng):
@@ -211,14 +219,9 @@ class ASSD:
 
         q = st.pend_q if st.pend_q.shape[-1] else p
         a, px, qx = self._accept(p, q, st.pend_x, kk, rng, first_exact=False)
-        rejected = act & (a < kk)
-        ai = a.clamp(max=K - 1)[:, None, None].expand(B, 1, p.shape[-1])
-        p_a, q_a = torch.gather(p, 1, ai)[:, 0], torch.gather(q, 1, ai)[:, 0]
-        dist = torch.where(rejected[:, None], residual(p_a, q_a), p_next)
-        need = rejected | (has_next & (a == kk))
-        y = rng.categorical(dist[:, None], need[:, None])
-        tokens = st.place(tokens, (st.n + a)[:, None], y, need[:, None])
-        new_n = st.n + a + need.long()
+        tokens, new_n, rec = self._resolve(
+            st, tokens, p, q, p_next, a, kk, has_next, calls, px, qx, rng
+        )
 
         # Next round's proposals: the draft rows of the outcome that happened.
         new_k = torch.where(new_n < st.end, (st.end - new_n).clamp(max=K), 0)
@@ -227,11 +230,6 @@ class ASSD:
         n_valid = ar < new_k[:, None]
         nq = torch.where(n_valid[:, :, None], nq, torch.zeros_like(nq))
         nx = rng.categorical(torch.where(n_valid[:, :, None], nq, p_next[:, None]), n_valid)
-        rec = RoundRecord(
-            active=act, start=st.n, drafted=kk, accepted=a,
-            extra=torch.where(rejected, 1, torch.where(need, 2, 0)),
-            committed=new_n - st.n, calls=calls, p_draft=qx, p_oracle=px,
-        )  # fmt: skip
         out = st.commit(tokens, new_n, calls)
         out.pend_x, out.pend_q, out.pend_k = nx, nq, new_k
         return out, rec
