@@ -35,6 +35,8 @@ __all__ = [
     "Session",
     "make_batch",
     "check_queries",
+    "query_violations",
+    "QUERY_RULES",
     "draft_queries",
     "oracle_queries",
 ]
@@ -171,19 +173,35 @@ class ASARM(Protocol):
     def open(self, batch: Batch) -> Session: ...
 
 
+QUERY_RULES = (
+    "query context must not exceed its rank (q_ctx <= q_rank)",
+    "query context reaches beyond the filled ranks (q_ctx <= n + m)",
+    "query context must include the whole prompt (q_ctx >= n_prompt)",
+    "query rank lies in the padding (q_rank >= length)",
+)
+
+
+def query_violations(
+    batch: Batch, n: torch.Tensor, m: torch.Tensor, q_rank: torch.Tensor, q_ctx: torch.Tensor
+) -> list[torch.Tensor]:
+    """One 0-dim bool flag per rule of QUERY_RULES, on the device (no host sync)."""
+    valid = q_rank >= 0
+    return [
+        (valid & (q_ctx > q_rank)).any(),
+        (valid & (q_ctx > (n + m)[:, None])).any(),
+        (valid & (q_ctx < batch.n_prompt[:, None])).any(),
+        (valid & (q_rank >= batch.length[:, None])).any(),
+    ]
+
+
 def check_queries(
     batch: Batch, n: torch.Tensor, m: torch.Tensor, q_rank: torch.Tensor, q_ctx: torch.Tensor
 ) -> None:
-    """Debug helper for backends: raise if a query breaks the contract above."""
-    valid = q_rank >= 0
-    if bool((valid & (q_ctx > q_rank)).any()):
-        raise ValueError("query context must not exceed its rank (q_ctx <= q_rank)")
-    if bool((valid & (q_ctx > (n + m)[:, None])).any()):
-        raise ValueError("query context reaches beyond the filled ranks (q_ctx <= n + m)")
-    if bool((valid & (q_ctx < batch.n_prompt[:, None])).any()):
-        raise ValueError("query context must include the whole prompt (q_ctx >= n_prompt)")
-    if bool((valid & (q_rank >= batch.length[:, None])).any()):
-        raise ValueError("query rank lies in the padding (q_rank >= length)")
+    """For backends: raise ValueError if a query breaks the contract above."""
+    flags = torch.stack(query_violations(batch, n, m, q_rank, q_ctx)).tolist()
+    for bad, msg in zip(flags, QUERY_RULES):
+        if bad:
+            raise ValueError(msg)
 
 
 def draft_queries(

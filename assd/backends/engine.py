@@ -27,7 +27,7 @@ import weakref
 
 import torch
 
-from ..model import Batch
+from ..model import QUERY_RULES, Batch, query_violations
 from .engine_attention import Rows, forward_rows
 from .engine_graphs import MAX_GRAPH_ROWS, Step, Workspace, bucket, run_step
 from .engine_weights import XLNetWeights, rel_tables, weights_from_hf
@@ -228,9 +228,9 @@ class EngineSession:
         hi = torch.minimum(hi, b.length)
         flags = [(hi - v).clamp(min=0).max(), hi.max(), prompt_changed]
         if self.engine.check:
-            flags += self._errors(n, m, q_rank, q_ctx)
+            flags += query_violations(b, n, m, q_rank, q_ctx)
         W, S, *errs = torch.stack(flags).tolist()  # the call's one host sync
-        for bad, msg in zip(errs, ERRORS):
+        for bad, msg in zip(errs, (PROMPT_CHANGED,) + QUERY_RULES):
             if bad:
                 raise ValueError(msg)
         self.calls += 1
@@ -250,22 +250,5 @@ class EngineSession:
             self.ws.slot_tok[:, :L].masked_fill_(ranks >= n[:, None], -1)
         return logits
 
-    def _errors(self, n, m, q_rank, q_ctx) -> list[torch.Tensor]:
-        """One flag per rule of ERRORS[1:] (the protocol; see ``assd.model.check_queries``)."""
-        b = self.batch
-        valid = q_rank >= 0
-        return [
-            (valid & (q_ctx > q_rank)).any(),
-            (valid & (q_ctx > (n + m)[:, None])).any(),
-            (valid & (q_ctx < b.n_prompt[:, None])).any(),
-            (valid & (q_rank >= b.length[:, None])).any(),
-        ]
 
-
-ERRORS = (
-    "the prompt tokens changed: open a new session for a new prompt",
-    "query context must not exceed its rank (q_ctx <= q_rank)",
-    "query context reaches beyond the filled ranks (q_ctx <= n + m)",
-    "query context must include the whole prompt (q_ctx >= n_prompt)",
-    "query rank lies in the padding (q_rank >= length)",
-)
+PROMPT_CHANGED = "the prompt tokens changed: open a new session for a new prompt"
