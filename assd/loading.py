@@ -81,7 +81,7 @@ def load(
     device = torch.device(device) if device is not None else default_device()
     kw = {"revision": revision} if revision and not local else {}
     try:
-        net = XLNetLMHeadModel.from_pretrained(path, use_safetensors=True, **kw)
+        net = _load_net(path, local, kw)
         tokenizer = AutoTokenizer.from_pretrained(path, **kw)
     except (OSError, ValueError) as e:
         where = "directory" if local else "Hugging Face Hub id"
@@ -94,6 +94,36 @@ def load(
     forbidden = tuple(sorted(set(tokenizer.all_special_ids)))
     max_length = getattr(net.config, "assd_max_length", None)
     return Loaded(wrap(net, forbidden, max_length, backend), tokenizer, name_or_path, revision)
+
+
+def _load_net(path: str, local: bool, kw: dict):
+    """``XLNetLMHeadModel`` from safetensors; int8 checkpoints (``assd.quantize``) dequantised."""
+    from transformers import XLNetConfig, XLNetLMHeadModel
+
+    cfg = XLNetConfig.from_pretrained(path, **kw)
+    method = getattr(cfg, "assd_quantization", None)
+    if method is None:
+        return XLNetLMHeadModel.from_pretrained(path, use_safetensors=True, **kw)
+    from safetensors.torch import load_file
+
+    from .quantize import METHOD, dequantize
+
+    if method != METHOD:
+        raise ValueError(f"unknown assd_quantization {method!r} (this version reads {METHOD!r})")
+    if local:
+        file = os.path.join(path, "model.safetensors")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        file = hf_hub_download(path, "model.safetensors", **kw)
+    net = XLNetLMHeadModel(cfg)
+    missing, unexpected = net.load_state_dict(dequantize(load_file(file)), strict=False)
+    if unexpected or set(missing) - {"lm_loss.weight"}:
+        raise ValueError(
+            f"{file}: weights do not match the config (missing {missing}, unexpected {unexpected})"
+        )
+    net.tie_weights()
+    return net.eval()
 
 
 def wrap(
