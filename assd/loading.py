@@ -73,7 +73,7 @@ def load(
     backend: "engine" (fast, KV-cached), "reference" (Hugging Face XLNet, the paper's way) or
     "auto" (the engine when available). Weights are read from safetensors only.
     """
-    from transformers import AutoTokenizer, XLNetLMHeadModel
+    from transformers import AutoTokenizer
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -16,8 +16,8 @@ from assd import make_batch
 from assd.backends.xlnet_reference import XLNetReference
 from training.config import parse
 from training.data import ChunkStream, pack, read_texts, tokenize
-from training.model import build_model
 from training.fast_model import FastXLNet
+from training.model import build_model
 from training.objective import sample_orders, target_nll, weighted_loss
 from training.schedule import MaskSchedule, lr_at, n_masked_of
 from training.tokenizer import SPECIAL_TOKENS, eod_id, load, save, train_bpe
