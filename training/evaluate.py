@@ -104,16 +104,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--samples", type=int, default=3)
     p.add_argument("--sample-len", type=int, default=96)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args(argv)
     if (a.data is None) == (a.val_data is None):
         raise ValueError("give exactly one of --data (held-out documents) or --val-data")
     cfg = replace(TrainConfig(), data=a.data or a.val_data, val_data=a.val_data,
                   val_every_doc=a.val_every_doc, batch_size=a.batch_size, seed=0)  # fmt: skip
     tok = load_tokenizer(a.model)
-    model = XLNetLMHeadModel.from_pretrained(a.model, dtype=torch.float32)
+    model = XLNetLMHeadModel.from_pretrained(a.model, dtype=torch.float32).to(a.device)
     _, val_docs = split_docs(cfg, 0, 1)
     val = pack(tokenize(tok, val_docs), eod_id(tok), a.seq_len)[: a.eval_chunks]
-    tot = val_nll(model, val, list(range(len(val))), len(val), cfg, tok.mask_token_id, "cpu")
+    tot = val_nll(model, val, list(range(len(val))), len(val), cfg, tok.mask_token_id, a.device)
     print(f"validation: {float(tot[0] / tot[1]):.4f} nats per masked token "
           f"({int(tot[1])} targets, {len(val)} chunks x {a.seq_len} tokens)")  # fmt: skip
     rows = val[:: max(1, len(val) // a.samples)][: a.samples, : a.sample_len]
