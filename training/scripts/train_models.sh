@@ -30,7 +30,7 @@ args[base]="--data $code --val-every-doc 50 --tokenizer $D/tok_code32k --preset 
 pids=()
 for m in ${WHICH//,/ }; do
   # shellcheck disable=SC2086
-  python -m training.train ${args[$m]} "${common[@]}" --out "$W/$m" --export "$W/$m/model" "$@" \
+  ${PYTHON:-python3} -m training.train ${args[$m]} "${common[@]}" --out "$W/$m" --export "$W/$m/model" "$@" \
     > "$W/$m.log" 2>&1 &
   pids+=("$m:$!")
 done
