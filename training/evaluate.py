@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     from dataclasses import replace
 
-    from transformers import XLNetLMHeadModel
+    from assd.loading import load as load_model
 
     from .config import TrainConfig
     from .data import pack, split_docs, tokenize
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = replace(TrainConfig(), data=a.data or a.val_data, val_data=a.val_data,
                   val_every_doc=a.val_every_doc, batch_size=a.batch_size, seed=0)  # fmt: skip
     tok = load_tokenizer(a.model)
-    model = XLNetLMHeadModel.from_pretrained(a.model, dtype=torch.float32).to(a.device)
+    model = load_model(a.model, device=a.device, backend="reference").model.net  # int8 too
     _, val_docs = split_docs(cfg, 0, 1)
     val = pack(tokenize(tok, val_docs), eod_id(tok), a.seq_len)[: a.eval_chunks]
     tot = val_nll(model, val, list(range(len(val))), len(val), cfg, tok.mask_token_id, a.device)
