@@ -233,8 +233,8 @@ def sample(
     gen = (batch.length - batch.n_prompt).tolist()
     if not (trace or callback or progress):
         state = None
-        for state, _ in rounds(model, batch, sampler, generator):
-            pass
+        for last, _ in rounds(model, batch, sampler, generator):
+            state = last
         assert state is not None
         toks, nfe, rnd = state.tokens.tolist(), state.nfe.tolist(), state.rounds.tolist()
         dc = state.draft_calls.tolist()
