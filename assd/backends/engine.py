@@ -201,9 +201,12 @@ class XLNetEngine:
     def _release(self, B: int, L: int, ws: Workspace) -> None:
         """A session's finalizer: give its workspace back (any thread, any time)."""
         self._returned.append(((B, L), ws))
-        if self._owner != threading.get_ident():  # else this thread's ``_pooled`` pools it
-            with self._pooled():
-                pass
+        if self._owner == threading.get_ident():
+            return  # this thread's ``_pooled`` block (up the stack) pools it
+        if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return  # freeing a workspace (its graphs) now would break the capture: next time
+        with self._pooled():
+            pass
 
 
 class EngineSession:
