@@ -59,6 +59,24 @@ class Batch:
     n_prompt: torch.Tensor
     length: torch.Tensor
 
+    def __post_init__(self):
+        # Shapes and types only (no values, no device sync): values are make_batch's job.
+        for name in ("tokens", "sigma", "n_prompt", "length"):
+            if not isinstance(getattr(self, name), torch.Tensor):
+                t = type(getattr(self, name)).__name__
+                raise TypeError(f"Batch.{name} must be a torch tensor, got {t}: use make_batch")
+        if self.tokens.dim() != 2 or self.sigma.shape != self.tokens.shape:
+            raise ValueError(
+                f"Batch.tokens and Batch.sigma must both have shape [B, L], got "
+                f"{tuple(self.tokens.shape)} and {tuple(self.sigma.shape)}: use make_batch"
+            )
+        B = self.tokens.shape[0]
+        if self.n_prompt.shape != (B,) or self.length.shape != (B,):
+            raise ValueError(
+                f"Batch.n_prompt and Batch.length must have shape [B]=[{B}], got "
+                f"{tuple(self.n_prompt.shape)} and {tuple(self.length.shape)}: use make_batch"
+            )
+
     @property
     def pos_of_rank(self) -> torch.Tensor:  # [B, L]
         return inverse_order(self.sigma)
@@ -165,10 +183,12 @@ def make_batch(
     if bool((length < 1).any()) or bool((length > L).any()):
         raise ValueError(f"length must lie in [1, L={L}] for every row")
     validate_order(sigma.long(), n_prompt, length)
-    if max_length is not None and int(length.max()) > max_length:
+    if max_length is not None and L > max_length:  # the padded width: what backends see
+        pad = int(length.max()) < L
         raise ValueError(
-            f"sequence length {int(length.max())} exceeds the model's maximum of {max_length} "
-            "tokens: shorten the input or mask fewer tokens"
+            f"sequence length {L}{' (padding included)' if pad else ''} exceeds the model's "
+            f"maximum of {max_length} tokens: "
+            + ("trim the padding columns" if pad else "shorten the input or mask fewer tokens")
         )
     if bool((n_prompt >= length).any()):
         raise ValueError("nothing to generate: every row needs at least one masked position")

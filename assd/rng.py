@@ -49,6 +49,11 @@ class TorchRng:
     """Draws with a ``torch.Generator`` (on the probabilities' device)."""
 
     def __init__(self, generator: torch.Generator | None = None):
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                "(assd.rng.generator(seed) makes one from an int seed)"
+            )
         self.generator = generator
 
     def _uniform(self, shape, like: torch.Tensor) -> torch.Tensor:
