@@ -197,14 +197,41 @@ def test_sample_gives_a_result_or_a_clear_error_deep(data, gen_kind, seed, trace
     fuzz_case(data, gen_kind, seed, trace)
 
 
-# ---------------------------------------------------------------- found by the fuzzer
-# Failures inside assd/samplers/* (owned by the lead): each case is written out here.
+# ---------------------------------------------------------------- found by the fuzzer (fixed)
 
 
 def one_row_problem(V=3, L=4, forbidden=()):
     model = ToyASARM(V, L, forbidden_ids=forbidden)
     sigma, P = assd.order_from_mask(torch.tensor([False] + [True] * (L - 1)))
     return model, make_batch(torch.zeros(L, dtype=torch.long), sigma, P)
+
+
+def test_unchecked_batch_of_one_dimensional_tensors():
+    """Was an IndexError in sample(): Batch.size read the sequence length as the batch size."""
+    t = torch.tensor([1, 2, 0, 1])
+    with pytest.raises(ValueError, match=r"must both have shape \[B, L\].*use make_batch"):
+        Batch(t, torch.arange(4), torch.tensor([2]), torch.tensor([3]))
+    with pytest.raises(TypeError, match="Batch.n_prompt must be a torch tensor"):
+        Batch(t[None], torch.arange(4)[None], 2, torch.tensor([3]))
+
+
+def test_padding_wider_than_the_model():
+    """Was a RuntimeError in the toy backend: a row of length 1 padded to 2 on a 1-token model."""
+    model = ToyASARM(3, 1)
+    batch = make_batch(torch.tensor([[1, 0]]), torch.tensor([[0, 1]]), 0, torch.tensor([1]))
+    with pytest.raises(ValueError, match=r"length 2 \(padding included\).*trim the padding"):
+        assd.sample(model, batch, assd.Sequential())
+
+
+def test_seed_instead_of_generator():
+    """Was an AttributeError ('int' object has no attribute 'device') deep in the sampler."""
+    model, batch = one_row_problem()
+    with pytest.raises(TypeError, match=r"generator must be a torch.Generator.*rng.generator"):
+        assd.sample(model, batch, assd.ASSD(k=2), 0)
+
+
+# ---------------------------------------------------------------- found by the fuzzer (open)
+# Failures inside assd/samplers/* (owned by the lead): each case is written out here.
 
 
 @pytest.mark.xfail(reason=KNOWN + ": temperature=inf is accepted (uniform draws)", strict=True)

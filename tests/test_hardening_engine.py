@@ -52,6 +52,15 @@ def run_threads(fn, n: int) -> list[str]:
     return errors
 
 
+@pytest.fixture(autouse=True)
+def one_intraop_thread():
+    """8 Python threads each running a 2-thread intra-op pool oversubscribe a small CPU badly."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 class YieldingList(list):
     """A list that lets other threads run on every read: widens any check-then-act race."""
 
@@ -61,7 +70,7 @@ class YieldingList(list):
 
 
 def test_pool_hands_each_thread_its_own_workspace_of_its_shape():
-    engine = XLNetEngine.from_hf(tiny_net(), max_idle=40)
+    engine = XLNetEngine.from_hf(tiny_net(), max_idle=12)
     engine._free = YieldingList()
     in_use: set[int] = set()
     guard = threading.Lock()
@@ -80,7 +89,7 @@ def test_pool_hands_each_thread_its_own_workspace_of_its_shape():
             engine._release(B, L, ws)
 
     assert run_threads(work, 8) == []
-    assert 0 < len(engine._free) <= 40
+    assert 0 < len(engine._free) <= 12
     assert len({id(ws) for _, ws in engine._free}) == len(engine._free)
 
 
@@ -158,7 +167,7 @@ def concurrent_matches_serial(engine, n_threads: int, rounds: int) -> None:
 
 
 def test_threads_decoding_many_shapes_match_serial_results():
-    concurrent_matches_serial(XLNetEngine.from_hf(tiny_net(), max_idle=3), n_threads=8, rounds=6)
+    concurrent_matches_serial(XLNetEngine.from_hf(tiny_net(), max_idle=3), n_threads=8, rounds=4)
 
 
 def test_threads_sampling_on_one_engine():
