@@ -75,6 +75,8 @@ def batches(draw, model: ToyASARM):
     sig_t = cast([r for row in rows for r in row], sig_dtype, (B, L))
     if B == 1 and draw(st.booleans()):
         tok_t, sig_t = tok_t[0], sig_t[0]  # one sequence, 1-D
+    elif rarely(draw):
+        tok_t = tok_t[None] if draw(st.booleans()) else tok_t.sum()  # 3-D or 0-D
     form = draw(st.sampled_from(["float", "bool", "2d", "int"])) if rarely(draw) else "tensor"
     if form == "int":
         n_prompt_arg = n_prompt[0] if n_prompt else 1
