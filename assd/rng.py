@@ -4,13 +4,34 @@ Samplers draw every random choice through an ``Rng``: a categorical draw and the
 acceptance test (the index of the first rejection). ``TorchRng`` uses a ``torch.Generator``;
 ``assd.exact`` swaps in an enumerating Rng that walks every outcome of the *same* sampler code,
 which is how the exactness tests compute a sampler's output distribution exactly.
+
+``generator(seed)`` builds the seeded ``torch.Generator`` callers pass to ``assd.sample``, with a
+clear error for seeds that ``torch.Generator.manual_seed`` would reject or silently wrap.
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Protocol
 
 import torch
+
+MAX_SEED = 2**63  # seeds lie in [0, MAX_SEED): one signed 64-bit word
+
+
+def generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` (default: the CPU) seeded with ``seed``.
+
+    seed: an int in [0, 2**63) (bools and floats are refused: they are almost always a mistake).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"seed must be an int in [0, 2**63), got {type(seed).__name__} {seed!r:.40}"
+        )
+    if not 0 <= int(seed) < MAX_SEED:
+        raise ValueError(f"seed must lie in [0, 2**63) (a non-negative 63-bit int), got {seed}")
+    g = torch.Generator(device=device if device is not None else "cpu")
+    return g.manual_seed(int(seed))
 
 
 class Rng(Protocol):
@@ -28,6 +49,11 @@ class TorchRng:
     """Draws with a ``torch.Generator`` (on the probabilities' device)."""
 
     def __init__(self, generator: torch.Generator | None = None):
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                "(assd.rng.generator(seed) makes one from an int seed)"
+            )
         self.generator = generator
 
     def _uniform(self, shape, like: torch.Tensor) -> torch.Tensor:

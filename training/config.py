@@ -72,6 +72,7 @@ class TrainConfig:
     sample_rate: float = 0.5
     save_every: int = 1000
     resume: str | None = None  # a checkpoint folder, or "latest" (in ``out``)
+    keep_checkpoints: int = 3  # the newest N checkpoints are kept (resume falls back to them)
     export: str | None = None  # at the end, save an fp16 model + tokenizer here
     export_weights: str = "float16"  # float16 | float32 | int8 (per-channel, see assd.quantize)
     export_best: bool = False  # export at the evaluation with the lowest validation loss instead

@@ -54,7 +54,7 @@ def _check(cfg: TrainConfig) -> None:
             f"--loss-weighting must be one of {WEIGHTINGS}, got {cfg.loss_weighting!r}"
         )
     for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "log_every", "eval_every",
-                 "sample_every", "save_every", "val_every_doc"):  # fmt: skip
+                 "sample_every", "save_every", "val_every_doc", "keep_checkpoints"):  # fmt: skip
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.precision not in ("auto", "bf16", "fp16", "no"):
@@ -168,11 +168,8 @@ def train(cfg: TrainConfig) -> dict:
     raw = acc.unwrap_model(model).net  # the Hugging Face model: checkpoints, samples, export
 
     state = {"step": 0, "planned_steps": None, "tokens": 0, "train_time": 0.0}
-    if cfg.resume:
-        path = ckpt.latest(out) if cfg.resume == "latest" else Path(cfg.resume)
-        if path is None:
-            raise ValueError(f"--resume latest: no checkpoint under {out / 'checkpoints'}")
-        state = ckpt.load(path, raw, optimizer, rank=rank)
+    if cfg.resume:  # the newest intact checkpoint (damaged ones are skipped with a warning)
+        path, state = ckpt.resume(cfg.resume, out, raw, optimizer, rank=rank, world=world)
         acc.print(f"resumed from {path} at step {state['step']}")
     max_steps = state["planned_steps"] or cfg.max_steps
 
@@ -222,7 +219,7 @@ def train(cfg: TrainConfig) -> dict:
         t = time.time()
         trainer = dict(state, step=step, planned_steps=max_steps, config=vars(cfg))
         ckpt.save(ckpt.step_dir(out, step), raw, optimizer, trainer, rank=rank, is_main=main,
-                  barrier=acc.wait_for_everyone)  # fmt: skip
+                  barrier=acc.wait_for_everyone, keep=cfg.keep_checkpoints)  # fmt: skip
         return time.time() - t
 
     model.train()

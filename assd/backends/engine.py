@@ -23,11 +23,14 @@ collected and serve the next session of the same shape (``engine.free_memory()``
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import weakref
+from collections import deque
 
 import torch
 
-from ..model import QUERY_RULES, Batch, query_violations
+from ..model import QUERY_RULES, Batch, check_mask_id, query_violations
 from .engine_attention import Rows, forward_rows
 from .engine_graphs import MAX_GRAPH_ROWS, Step, Workspace, bucket, run_step
 from .engine_weights import XLNetWeights, rel_tables, weights_from_hf
@@ -50,6 +53,10 @@ class XLNetEngine:
     if their tokens and all lower ranks are unchanged (False: recompute them; measurements).
     check: validate every query set against the protocol (folded into the call's one sync).
     max_idle: ended sessions' workspaces kept for reuse (the rest are freed; memory stays bounded).
+    mask_id: the tokenizer's mask token id (``assd.load`` sets it): prompts must not contain it.
+
+    Thread-safe: sessions of one engine may run in several threads at once (each session owns its
+    workspace; the shared pool of idle workspaces is guarded by a lock).
     """
 
     needs_prompt = True
@@ -66,6 +73,7 @@ class XLNetEngine:
         reuse_proposals: bool = True,
         check: bool = True,
         max_idle: int = 4,
+        mask_id: int | None = None,
     ):
         self.w = weights
         self.vocab_size = weights.vocab_size
@@ -80,9 +88,15 @@ class XLNetEngine:
         if not isinstance(max_idle, int) or max_idle < 0:
             raise ValueError(f"max_idle must be an int >= 0, got {max_idle!r}")
         self.max_idle = max_idle
+        self.mask_id = check_mask_id(mask_id, self.vocab_size)
         self.static_shapes = self.graphs if static_shapes is None else bool(static_shapes)
         self._tables: list[torch.Tensor] | None = None
         self._free: list[tuple[tuple[int, int], Workspace]] = []  # idle (shape, workspace), LRU
+        # Ended sessions hand their workspace to ``_returned`` (a thread-safe deque); it joins
+        # ``_free`` under ``_lock``. ``_owner``: the thread holding ``_lock`` (see ``_release``).
+        self._returned: deque[tuple[tuple[int, int], Workspace]] = deque()
+        self._lock = threading.RLock()
+        self._owner: int | None = None
 
     @classmethod
     def from_hf(
@@ -128,27 +142,54 @@ class XLNetEngine:
 
     def tables(self, length: int) -> list[torch.Tensor]:
         """Relative-position keys for sequences of up to ``length`` tokens (grown on demand)."""
-        if self._tables is None or (self._tables[0].shape[-1] + 1) // 2 < length:
-            self._tables = rel_tables(self.w, max(length, 2))
-        return self._tables
+        with self._lock:  # never shrink them under another thread (it may need the longer ones)
+            if self._tables is None or (self._tables[0].shape[-1] + 1) // 2 < length:
+                self._tables = rel_tables(self.w, max(length, 2))
+            return self._tables
 
     def open(self, batch: Batch) -> EngineSession:
         return EngineSession(self, batch.to(self.device))
 
     def free_memory(self) -> None:
         """Drop the idle workspaces (KV buffers and CUDA graphs kept for the next session)."""
-        self._free.clear()
+        with self._pooled() as free:
+            free.clear()
 
     @property
     def idle_bytes(self) -> int:
         """Bytes of KV cache held by idle workspaces (graph memory pools not counted)."""
-        return sum(ws.kv.numel() * ws.kv.element_size() for _, ws in self._free)
+        with self._pooled() as free:
+            return sum(ws.kv.numel() * ws.kv.element_size() for _, ws in free)
+
+    @contextlib.contextmanager
+    def _pooled(self):
+        """Hold the pool lock; workspaces returned meanwhile join the pool, trimmed to max_idle.
+
+        A session's finalizer may run in any thread at any allocation (garbage collection), even
+        in this thread while it holds the lock: ``_release`` then only queues its workspace, and
+        this block pools it on the way out.
+        """
+        with self._lock:
+            outer, self._owner = self._owner, threading.get_ident()
+            try:
+                self._absorb()
+                yield self._free
+            finally:
+                self._absorb()
+                self._owner = outer
+
+    def _absorb(self) -> None:
+        while self._returned:
+            self._free.append(self._returned.popleft())
+        while len(self._free) > self.max_idle:  # keep the most recently used
+            self._free.pop(0)
 
     def _acquire(self, B: int, L: int) -> Workspace:
-        for i in range(len(self._free) - 1, -1, -1):
-            if self._free[i][0] == (B, L):
-                return self._free.pop(i)[1]
-        w = self.w
+        with self._pooled() as free:
+            for i in range(len(free) - 1, -1, -1):
+                if free[i][0] == (B, L):
+                    return free.pop(i)[1]
+        w = self.w  # a new workspace, allocated outside the lock
         slots = _round_up(L + 1)
         kv = torch.zeros(
             (len(w.layers), 2, B, w.n_head, slots, w.d_head), dtype=self.dtype, device=self.device
@@ -158,9 +199,14 @@ class XLNetEngine:
         return Workspace(kv, key_pos, slot_tok, self.tables(L))
 
     def _release(self, B: int, L: int, ws: Workspace) -> None:
-        self._free.append(((B, L), ws))
-        while len(self._free) > self.max_idle:  # keep the most recently used
-            self._free.pop(0)
+        """A session's finalizer: give its workspace back (any thread, any time)."""
+        self._returned.append(((B, L), ws))
+        if self._owner == threading.get_ident():
+            return  # this thread's ``_pooled`` block (up the stack) pools it
+        if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return  # freeing a workspace (its graphs) now would break the capture: next time
+        with self._pooled():
+            pass
 
 
 class EngineSession:

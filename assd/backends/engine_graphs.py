@@ -10,6 +10,7 @@ returns to its engine's pool when its session is garbage collected.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass, field
 
@@ -20,6 +21,8 @@ from .engine_weights import XLNetWeights
 
 BUCKETS = (1, 2, 4, 8, 16, 32)  # content-row counts with a graph; more rows run eagerly
 MAX_GRAPH_ROWS = 160  # calls with more rows (content + queries) run eagerly
+# PyTorch allows one capture at a time per process (torch.cuda.graph shares one capture stream).
+_CAPTURE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -103,7 +106,14 @@ def _capture(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, k
     """Run this call eagerly on a side stream (its result is returned), then capture it.
 
     Running the step twice with the same inputs is harmless: it writes the same keys/values.
+    Thread-safe: captures are serialized, and a capture in "thread_local" mode lets other
+    threads' sessions keep running (and syncing) meanwhile.
     """
+    with _CAPTURE_LOCK:
+        return _capture_locked(weights, ws, s, W, span, key)
+
+
+def _capture_locked(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, key):
     static = s.clone()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -114,10 +124,10 @@ def _capture(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, k
         ws.pool = torch.cuda.graph_pool_handle()
     graph = torch.cuda.CUDAGraph()
     try:
-        with torch.cuda.graph(graph, pool=ws.pool):
+        with torch.cuda.graph(graph, pool=ws.pool, capture_error_mode="thread_local"):
             out = step(weights, ws, static, W, span)
     except RuntimeError as e:  # e.g. an op that cannot be captured on this build: stay eager
-        warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=3)
+        warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=4)
         ws.graphs[key] = None
         return result
     ws.graphs[key] = (graph, static, out)

@@ -16,6 +16,8 @@ from ..model import Batch, check_queries
 class ToyASARM:
     """A seeded toy AS-ARM over sequences of length <= ``length`` and ``vocab_size`` tokens."""
 
+    mask_id: int | None = None  # no mask token: every id is an ordinary token
+
     def __init__(
         self,
         vocab_size: int,

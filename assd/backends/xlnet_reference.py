@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model import Batch, check_queries
+from ..model import Batch, check_mask_id, check_queries
 from .xlnet_masks import natural_limits, perm_mask_from_limits, target_mapping
 
 
@@ -47,11 +47,19 @@ class XLNetReference:
 
     needs_prompt = True
 
-    def __init__(self, model, forbidden_ids: tuple[int, ...] = (), max_length: int | None = None):
+    def __init__(
+        self,
+        model,
+        forbidden_ids: tuple[int, ...] = (),
+        max_length: int | None = None,
+        *,
+        mask_id: int | None = None,
+    ):
         self.net = model.eval()
         self.vocab_size = int(model.config.vocab_size)
         self.forbidden_ids = tuple(int(i) for i in forbidden_ids)
         self.max_length = max_length
+        self.mask_id = check_mask_id(mask_id, self.vocab_size)  # prompts must not contain it
 
     @property
     def device(self) -> torch.device:

@@ -66,6 +66,11 @@ def check_arguments(model, batch, sampler, generator) -> None:
             f"{type(model).__name__}.forbidden_ids holds ids outside the vocabulary [0, {V}): "
             f"{bad[:5]}: drop them or fix vocab_size"
         )
+    if len(set(int(i) for i in getattr(model, "forbidden_ids", ()))) >= V:
+        raise ValueError(
+            f"every token id of {type(model).__name__} is forbidden (forbidden_ids covers the "
+            f"whole vocabulary of {V}): nothing could be generated; forbid fewer ids"
+        )
     if getattr(sampler, "needs_draft_head", False) and not getattr(model, "has_draft_head", False):
         raise ValueError(
             f"{sampler.name} drafts with the model's draft head, but {type(model).__name__} has "
@@ -82,6 +87,7 @@ def _checked_batch(model: ASARM, batch: Batch) -> Batch:
         vocab_size=model.vocab_size,
         max_length=model.max_length,
         needs_prompt=model.needs_prompt,
+        mask_id=getattr(model, "mask_id", None),
     )
     return b.to(model.device)
 
