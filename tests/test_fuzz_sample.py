@@ -5,11 +5,9 @@ exception (issue 14). The toy backend keeps every case small.
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import assd
