@@ -57,7 +57,7 @@ def check_arguments(model, batch, sampler, generator) -> None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"generator must be a torch.Generator or None, got {type(generator).__name__}: "
-            "use torch.Generator(device).manual_seed(seed)"
+            "use assd.rng.generator(seed, device) (or torch.Generator(device).manual_seed(seed))"
         )
     V = int(model.vocab_size)
     bad = [i for i in getattr(model, "forbidden_ids", ()) if not 0 <= int(i) < V]
