@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from . import whitespace
 from .model import ASARM
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -23,6 +24,7 @@ class Loaded:
     tokenizer: object
     name: str
     revision: str | None = None
+    whitespace: str | None = None  # a mapping the model expects (``assd.whitespace``), or None
 
 
 def default_device() -> torch.device:
@@ -91,9 +93,12 @@ def load(
             "(check the name and revision, your network connection, or pass a local directory)"
         ) from e
     net = net.to(device=device, dtype=dtype) if dtype is not None else net.to(device)
+    ws = whitespace.detect(net.config, name_or_path.strip(), revision)
     forbidden = tuple(sorted(set(tokenizer.all_special_ids)))
+    if ws is not None:  # whitespace lives in special tokens: forbid only what its code forbids
+        forbidden = whitespace.forbidden_ids(tokenizer, ws)
     max_length = getattr(net.config, "assd_max_length", None)
-    return Loaded(wrap(net, forbidden, max_length, backend), tokenizer, name_or_path, revision)
+    return Loaded(wrap(net, forbidden, max_length, backend), tokenizer, name_or_path, revision, ws)
 
 
 def wrap(
