@@ -1,7 +1,11 @@
 """Several processes (``accelerate launch``): who am I, my share of the items, wait for all.
 
-    accelerate launch --num_processes 4 evals/run_all.py ...        # one process per GPU
-    accelerate launch --num_processes 2 --cpu evals/run_all.py ...  # CPU processes (gloo)
+    accelerate launch --multi_gpu --num_processes 4 evals/run_all.py ...  # one process per GPU
+    accelerate launch --multi_gpu --num_processes 2 evals/run_all.py ...  # no GPU: CPU, gloo
+    torchrun --nproc_per_node 2 evals/run_all.py ...                      # the same
+
+(``accelerate launch --cpu --num_processes 2`` starts one process unless MPI is configured:
+accelerate's multi-CPU launch goes through mpirun.)
 
 Every process runs every eval on its share of the items (``store.shard``: disjoint, together
 complete) and appends to its own shard file; after each eval all processes wait, and the main
@@ -45,5 +49,9 @@ def init(timeout_hours: float = 24.0) -> Dist:
         return Dist()
     from accelerate import PartialState
 
-    state = PartialState(timeout=timedelta(hours=timeout_hours))
+    cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in (
+        "1",
+        "true",
+    )
+    state = PartialState(cpu=cpu, timeout=timedelta(hours=timeout_hours))
     return Dist(state.process_index, state.num_processes, state)

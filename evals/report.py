@@ -203,7 +203,10 @@ def code_section(res: dict) -> list[str]:
         total = b.get("n_total", m["n"])
         count = f"{m['n']} of {total}" + (" (subset)" if m["n"] < total else "")
         paper = PAPER_HUMANEVAL.get(name)
-        paper_s = f"{paper[0]:.2f} ({paper[1]} problems)" if paper else "-"
+        paper_s = "-"
+        if paper:
+            paper_s = f"{paper[0]:.2f} (all {paper[1]} problems)"
+            paper_s += "" if m["n"] == paper[1] else f"; this run {m['n']}: not comparable"
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(m["statuses"].items()))
         rows.append(
             [
