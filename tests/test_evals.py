@@ -264,33 +264,62 @@ SUMM = {
     for m in ("nfe", "rounds", "tokens_per_call", "acceptance_rate", "seconds", "ppl", "entropy")
 }
 TESTS = {
-    "n": 4, "t_test_paired": 0.5, "t_test_ind": 0.6, "wilcoxon": 0.7, "mann_whitney": 0.8,
-    "ks": 0.9, "diff": 0.25, "ci95_low": -1.5, "ci95_high": 2.0, "detectable": 2.75,
-}  # fmt: skip
+    "n": 4,
+    "t_test_paired": 0.5,
+    "t_test_ind": 0.6,
+    "wilcoxon": 0.7,
+    "mann_whitney": 0.8,
+    "ks": 0.9,
+    "diff": 0.25,
+    "ci95_low": -1.5,
+    "ci95_high": 2.0,
+    "detectable": 2.75,
+}
 
 
 def _results(spec_cfg: dict, code_summary: dict, code_cfg: dict) -> dict:
     run = {"run_id": "r", "model": "m", "code_model": "c", "data": "d", "seed": 0}
     run |= {"quick": True, "assd_version": "0", "started": "now"}
     spec = {
-        "config": {"n_sequences": 4, "length": 64, "length_note": "n", "rate": 0.95,
-                   "n_visible": 4, "k": 5, "device": "cpu", "evaluator": "self", **spec_cfg},
+        "config": {
+            "n_sequences": 4,
+            "length": 64,
+            "length_note": "n",
+            "rate": 0.95,
+            "n_visible": 4,
+            "k": 5,
+            "device": "cpu",
+            "evaluator": "self",
+            **spec_cfg,
+        },
         "summary": {"sequential": SUMM, "assd (k=5)": {**SUMM, "tests": {"ppl": TESTS}}},
-    }  # fmt: skip
+    }
     code = {
-        "config": {"k": 10, "model": "c", "timeout": 3.0, "memory_mb": 1024,
-                   "isolation_detail": "bubblewrap: ...", **code_cfg},
+        "config": {
+            "k": 10,
+            "model": "c",
+            "timeout": 3.0,
+            "memory_mb": 1024,
+            "isolation_detail": "bubblewrap: ...",
+            **code_cfg,
+        },
         "summary": code_summary,
-    }  # fmt: skip
+    }
     return {"config": run, "spec": spec, "code": code}
 
 
 def _code_summary(n: int, always_equal: int = 0) -> dict:
     return {
-        "pass@1": 50.0, "n": n, "statuses": {"passed": 1, "failed": 1}, "exact_match": 0.0,
-        "canonical_pass": 100.0, "always_equal": always_equal, "nfe": SUMM["nfe"],
-        "n_masked": SUMM["nfe"], "tokens_per_call": SUMM["nfe"],
-    }  # fmt: skip
+        "pass@1": 50.0,
+        "n": n,
+        "statuses": {"passed": 1, "failed": 1},
+        "exact_match": 0.0,
+        "canonical_pass": 100.0,
+        "always_equal": always_equal,
+        "nfe": SUMM["nfe"],
+        "n_masked": SUMM["nfe"],
+        "tokens_per_call": SUMM["nfe"],
+    }
 
 
 def test_report_prints_paper_figures_only_beside_the_same_measurement():
@@ -319,10 +348,16 @@ def test_report_prints_paper_figures_only_beside_the_same_measurement():
     assert "3 s per program" in md and "Model `c`" in md
 
     comparable = _results(
-        {"model": "therealgabeguo/ASARM", "paper_model": True, "length": 512,
-         "packing": "the paper's: ...", "evaluator": "gpt2-large"},
-        {}, {"isolation_reduced": True, "isolation_detail": "bwrap missing"},
-    )  # fmt: skip
+        {
+            "model": "therealgabeguo/ASARM",
+            "paper_model": True,
+            "length": 512,
+            "packing": "the paper's: ...",
+            "evaluator": "gpt2-large",
+        },
+        {},
+        {"isolation_reduced": True, "isolation_detail": "bwrap missing"},
+    )
     md = report.render(comparable)
     assert "paper calls (110M)" in md and "| 486.0 | 107.9 | 7.65 |" in md
     assert md.count("WARNING") == 2 and "bwrap missing" in md

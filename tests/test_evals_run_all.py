@@ -76,14 +76,30 @@ def test_quick_end_to_end(tiny_model_dir, mini_data, tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "q"
-    for name in ("config.json", "results.json", "report.md", "spec.jsonl", "prose.jsonl",
-                 "code.jsonl", "calls_histogram.png", "quality_vs_calls.png",
-                 "acceptance_per_round.png", "ablation_k_length.png", "ablation_r_atol.png"):  # fmt: skip
+    for name in (
+        "config.json",
+        "results.json",
+        "report.md",
+        "spec.jsonl",
+        "prose.jsonl",
+        "code.jsonl",
+        "calls_histogram.png",
+        "quality_vs_calls.png",
+        "acceptance_per_round.png",
+        "ablation_k_length.png",
+        "ablation_r_atol.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     res = json.loads((out / "results.json").read_text())
     spec = res["spec"]["summary"]
-    assert {"sequential", "assd (k=5)", "assd-ngram (k=5)", "assd-bonus (k=5)",
-            "assd-one-call (k=5)", "mean-field (k=2)"} <= set(spec)  # fmt: skip
+    assert {
+        "sequential",
+        "assd (k=5)",
+        "assd-ngram (k=5)",
+        "assd-bonus (k=5)",
+        "assd-one-call (k=5)",
+        "mean-field (k=2)",
+    } <= set(spec)
     assert res["spec"]["config"]["length"] == 64  # min(512, tiny max length)
     assert res["spec"]["config"]["n_sequences"] == 2
     assert res["spec"]["config"]["packing"].startswith("rows' tokens without special tokens")
@@ -165,8 +181,17 @@ def test_two_processes_shard_and_merge_to_the_single_process_result(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(2 process(es))" in proc.stdout
     a, b = _records(tmp_path / "one"), _records(tmp_path / "two")
-    assert set(a) == set(b) == {"spec.jsonl", "prose.jsonl", "code.jsonl",
-                                "ablation_k_length.jsonl", "ablation_r_atol.jsonl"}  # fmt: skip
+    assert (
+        set(a)
+        == set(b)
+        == {
+            "spec.jsonl",
+            "prose.jsonl",
+            "code.jsonl",
+            "ablation_k_length.jsonl",
+            "ablation_r_atol.jsonl",
+        }
+    )
     for name in a:
         assert set(a[name]) == set(b[name]), name  # no item skipped or duplicated
         assert a[name] == b[name], name  # the same samples, whichever process drew them

@@ -72,9 +72,13 @@ def test_code_eval_maps_prompt_suffix_solution_and_the_decoded_middle(paper_code
     lm = assd.load(paper_code_dir, backend="reference", device="cpu")
     tok = lm.tokenizer
     problem = {
-        "task_id": "T/0", "entry_point": "f", "prompt": "def f(x):\n\tif x:\n",
-        "canonical_solution": "\t\treturn  x\n", "suffix": "\treturn 0\n", "test": "",
-    }  # fmt: skip
+        "task_id": "T/0",
+        "entry_point": "f",
+        "prompt": "def f(x):\n\tif x:\n",
+        "canonical_solution": "\t\treturn  x\n",
+        "suffix": "\treturn 0\n",
+        "test": "",
+    }
     ((_, rec),) = infill_code._infill(lm, [problem], k=3, seed=5)
     mapped = whitespace.encode(problem["canonical_solution"])
     n_mapped = len(tok(mapped, add_special_tokens=False)["input_ids"])
