@@ -361,3 +361,29 @@ def test_report_prints_paper_figures_only_beside_the_same_measurement():
     md = report.render(comparable)
     assert "paper calls (110M)" in md and "| 486.0 | 107.9 | 7.65 |" in md
     assert md.count("WARNING") == 2 and "bwrap missing" in md
+
+
+def test_forbid_only_mask_lets_special_tokens_be_generated_and_scored(tiny_model_dir):
+    import torch
+
+    import assd
+    from evals.evaluator import SelfEvaluator
+    from evals.spec_decoding import forbid_only_mask
+
+    lm = assd.load(tiny_model_dir, backend="reference", device="cpu")
+    paper = forbid_only_mask(lm)
+    mask = lm.tokenizer.mask_token_id
+    cls = lm.tokenizer.cls_token_id
+    assert paper.model.forbidden_ids == (mask,) and cls in lm.model.forbidden_ids
+    assert paper.model.vocab_size == lm.model.vocab_size and paper.tokenizer is lm.tokenizer
+    # a packed sequence with special tokens in it (the paper's packing) scores finitely only
+    # when they are not forbidden
+    ids = lm.tokenizer("The cat sat on the mat.")["input_ids"]
+    seq = ids + [cls] + ids
+    assert math.isfinite(SelfEvaluator(paper)(seq, "").ppl)
+    assert not math.isfinite(SelfEvaluator(lm)(seq, "").ppl)
+    # sampling through the wrapper: any token but <mask> may come out
+    batch = assd.make_batch(torch.tensor([seq]), torch.arange(len(seq))[None], 2)
+    g = torch.Generator().manual_seed(0)
+    out = assd.sample(paper.model, batch, assd.ASSD(4), generator=g)[0]
+    assert mask not in out.tokens[2:] and len(out.tokens) == len(seq)
