@@ -432,45 +432,50 @@ def run_program(
 def _run(
     job: Job, timeout: float, memory_mb: int, nproc: int, use_bwrap: bool, label: str
 ) -> SandboxResult:
-    nonce = secrets.token_hex(16)
-    argv_tail = ["-I", "-c", HARNESS] + ([job.entry] if job.entry else [])
     with tempfile.TemporaryDirectory(prefix="assd-sandbox-") as tmp:
         path = os.path.join(tmp, "program.py")
         with open(path, "w", encoding="utf-8") as f:
             f.write(job.source)
-        if use_bwrap:
-            if _drop_uid_available():
-                with _slots().take() as uid:
-                    return _launch(
-                        job, nonce, timeout, memory_mb, nproc, label, path, uid, argv_tail
-                    )
-            return _launch(job, nonce, timeout, memory_mb, nproc, label, path, None, argv_tail)
-        return _launch(job, nonce, timeout, memory_mb, nproc, label, path, -1, argv_tail)
+        if not use_bwrap:
+            return _launch(job, path, timeout, memory_mb, nproc, label, bwrap=False)
+        if not _drop_uid_available():
+            return _launch(job, path, timeout, memory_mb, nproc, label, bwrap=True)
+        with _slots().take() as uid:
+            return _launch(job, path, timeout, memory_mb, nproc, label, bwrap=True, uid=uid)
 
 
-def _launch(job, nonce, timeout, memory_mb, nproc, label, path, uid, argv_tail) -> SandboxResult:
-    """uid: a slot uid (bwrap as root), None (bwrap as a user), -1 (no bwrap: reduced)."""
-    if uid is None or uid == -1:
+def _launch(
+    job: Job,
+    path: str,
+    timeout: float,
+    memory_mb: int,
+    nproc: int,
+    label: str,
+    bwrap: bool,
+    uid: int | None = None,
+) -> SandboxResult:
+    """One run: in bwrap (as ``uid`` when the evaluator is root) or, reduced, a bare python."""
+    nonce = secrets.token_hex(16)
+    python = [_interpreter(), "-I", "-c", HARNESS] + ([job.entry] if job.entry else [])
+    if uid is None:
         nproc += _user_processes()  # the limit counts every process of this user
-    kw = {}
     with open(path, "rb") as pf:
-        if uid == -1:
-            cmd, cwd = [_interpreter(), *argv_tail], os.path.dirname(path)
-            kw["env"] = {"PATH": "/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd, "LANG": "C.UTF-8"}
+        if bwrap:
+            cmd, cwd, env = [*bwrap_command(pf.fileno(), uid), *python], None, {}
         else:
-            cmd, cwd = [*bwrap_command(pf.fileno(), uid), _interpreter(), *argv_tail], None
-            kw["pass_fds"] = (pf.fileno(),)
-            kw["env"] = {}
+            cmd, cwd = python, os.path.dirname(path)
+            env = {"PATH": "/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd, "LANG": "C.UTF-8"}
         t0 = time.monotonic()
         proc = subprocess.Popen(
             cmd,
             cwd=cwd,
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             preexec_fn=_limits(timeout, memory_mb, nproc),
             start_new_session=True,
-            **kw,
+            pass_fds=(pf.fileno(),) if bwrap else (),
         )
     try:
         out, err, timed_out = _communicate(proc, (nonce + "\n").encode(), t0 + timeout)
