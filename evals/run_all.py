@@ -379,6 +379,8 @@ def run_code(args, cfg, lm, out: Path, dist) -> dict | None:
         name: {"n_total": len(probs), "n_used": len(probs[: args.n_code])} for name, probs in sets
     }
     iso = sandbox.isolation()
+    if dist.main:
+        print(f"[run_all] code sandbox ({iso.level}): {iso.detail}", file=sys.stderr, flush=True)
     store = Store(out / "code.jsonl", dist.rank, dist.world)
     work = functools.partial(
         infill_code.run,
