@@ -334,9 +334,9 @@ class _Slots:
 
     def __init__(self, n: int = 64):
         used = {p.pw_uid for p in pwd.getpwall()}
-        base = SLOT_UID + 100 * int(os.environ.get("LOCAL_RANK", "0") or 0)
+        base = SLOT_UID + 200 * int(os.environ.get("LOCAL_RANK", "0") or 0)  # per process
         self.free: queue.Queue[int] = queue.Queue()
-        for u in range(base, base + 4 * n):
+        for u in range(base, base + 2 * n):
             if u not in used and self.free.qsize() < n:
                 self.free.put(u)
 
