@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from . import whitespace
 from .model import ASARM
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -32,6 +33,7 @@ class Loaded:
     tokenizer: object
     name: str
     revision: str | None = None
+    whitespace: str | None = None  # a mapping the model expects (``assd.whitespace``), or None
 
 
 def default_device() -> torch.device:
@@ -118,10 +120,13 @@ def load(
             f"({net.config.vocab_size} tokens): tokenizer and model of {name_or_path!r} do not match"
         )
     net = net.to(device=device, dtype=dtype) if dtype is not None else net.to(device)
+    ws = whitespace.detect(net.config, name_or_path.strip(), revision)
     forbidden = tuple(sorted(set(tokenizer.all_special_ids)))
+    if ws is not None:  # whitespace lives in special tokens: forbid only what its code forbids
+        forbidden = whitespace.forbidden_ids(tokenizer, ws)
     max_length = getattr(net.config, "assd_max_length", None)
     model = wrap(net, forbidden, max_length, backend, mask_id=mask_id)
-    return Loaded(model, tokenizer, name_or_path, revision)
+    return Loaded(model, tokenizer, name_or_path, revision, ws)
 
 
 def check_tokenizer_files(path: str) -> None:
