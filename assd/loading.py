@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from . import whitespace
+from .heads import load_head
 from .model import ASARM
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -125,7 +126,8 @@ def load(
     if ws is not None:  # whitespace lives in special tokens: forbid only what its code forbids
         forbidden = whitespace.forbidden_ids(tokenizer, ws)
     max_length = getattr(net.config, "assd_max_length", None)
-    model = wrap(net, forbidden, max_length, backend, mask_id=mask_id)
+    head = load_head(path, device=net.device, dtype=net.dtype) if local else None
+    model = wrap(net, forbidden, max_length, backend, mask_id=mask_id, head=head)
     return Loaded(model, tokenizer, name_or_path, revision, ws)
 
 
@@ -180,8 +182,9 @@ def wrap(
     backend: str = "auto",
     *,
     mask_id: int | None = None,
+    head=None,
 ) -> ASARM:
-    """An ASARM over a Hugging Face ``XLNetLMHeadModel``.
+    """An ASARM over a Hugging Face ``XLNetLMHeadModel`` (and its draft head, if any).
 
     backend "auto": the engine, or the reference backend (with the reason logged on the "assd"
     logger) when the engine cannot run this checkpoint.
@@ -192,7 +195,7 @@ def wrap(
         try:
             from .backends.engine import XLNetEngine
 
-            return XLNetEngine.from_hf(net, forbidden_ids, max_length, mask_id=mask_id)
+            return XLNetEngine.from_hf(net, forbidden_ids, max_length, mask_id=mask_id, head=head)
         except (ImportError, ValueError, NotImplementedError) as e:
             if backend == "engine":
                 raise
@@ -201,4 +204,4 @@ def wrap(
                 "checkpoint: %s",
                 e,
             )
-    return XLNetReference(net, forbidden_ids, max_length, mask_id=mask_id)
+    return XLNetReference(net, forbidden_ids, max_length, mask_id=mask_id, head=head)

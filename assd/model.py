@@ -244,6 +244,12 @@ class Session(Protocol):
     ) -> torch.Tensor:  # [B, Q, V] logits (padding queries: anything finite)
         ...
 
+    # Optional, for models with a draft head (``ASARM.has_draft_head``; see ``assd.heads``):
+    # draft_logits(tokens, q_rank, q_ctx, q_feat) -> [B, Q, V]: the head's logits for the token at
+    # rank q_rank given ranks < q_ctx, reading ranks < q_feat through the target's states
+    # (valid for the current tokens: n_prompt <= q_feat <= q_ctx <= q_rank) and ranks
+    # q_feat .. q_ctx-1 as plain tokens. Cheap, approximate: proposals, never verification.
+
 
 @runtime_checkable
 class ASARM(Protocol):
@@ -253,6 +259,7 @@ class ASARM(Protocol):
     max_length: int | None  # longest sequence the model takes (None: no limit)
     needs_prompt: bool  # True if at least one visible token is required
     forbidden_ids: tuple[int, ...]  # never generated (mask, pad, ...): logit -inf before softmax
+    # has_draft_head: bool (optional, default False): sessions answer draft_logits
 
     @property
     def device(self) -> torch.device: ...

@@ -32,7 +32,7 @@ import torch
 
 from ..model import QUERY_RULES, Batch, check_mask_id, query_violations
 from .engine_attention import Rows, forward_rows
-from .engine_graphs import MAX_GRAPH_ROWS, Step, Workspace, bucket, run_step
+from .engine_graphs import MAX_GRAPH_ROWS, Step, Workspace, bucket, run_step, write_head_keys
 from .engine_weights import XLNetWeights, rel_tables, weights_from_hf
 
 ALIGN = 8  # span/slot rounding: aligned attention masks keep the fused SDPA kernels usable
@@ -74,8 +74,11 @@ class XLNetEngine:
         check: bool = True,
         max_idle: int = 4,
         mask_id: int | None = None,
+        head=None,
     ):
         self.w = weights
+        if head is not None:  # the draft head runs in the engine's dtype, on its device
+            self.w.head = head.to(device=weights.emb.device, dtype=weights.emb.dtype)
         self.vocab_size = weights.vocab_size
         self.forbidden_ids = tuple(int(i) for i in forbidden_ids)
         self.max_length = max_length
@@ -137,6 +140,10 @@ class XLNetEngine:
         return self.w.emb.device
 
     @property
+    def has_draft_head(self) -> bool:
+        return self.w.head is not None
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.w.emb.dtype
 
@@ -146,6 +153,17 @@ class XLNetEngine:
             if self._tables is None or (self._tables[0].shape[-1] + 1) // 2 < length:
                 self._tables = rel_tables(self.w, max(length, 2))
             return self._tables
+
+    def head_tables(self, length: int) -> list[torch.Tensor] | None:
+        """The draft head's relative-position keys (None without a head)."""
+        if self.w.head is None:
+            return None
+        with self._lock:
+            t = getattr(self, "_head_tables", None)
+            if t is None or (t[0].shape[-1] + 1) // 2 < length:
+                with torch.no_grad():
+                    self._head_tables = self.w.head.rel_tables(max(length, 2))
+            return self._head_tables
 
     def open(self, batch: Batch) -> EngineSession:
         return EngineSession(self, batch.to(self.device))
@@ -196,7 +214,13 @@ class XLNetEngine:
         )
         key_pos = torch.zeros(B, slots, dtype=torch.long, device=self.device)
         slot_tok = torch.full((B, L + 1), -1, dtype=torch.long, device=self.device)
-        return Workspace(kv, key_pos, slot_tok, self.tables(L))
+        ws = Workspace(kv, key_pos, slot_tok, self.tables(L))
+        if w.head is not None:
+            c = w.head.config
+            shape = (c.n_layer, 2, B, c.n_head, slots, c.d_head)
+            ws.hkv = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            ws.htables = self.head_tables(L)
+        return ws
 
     def _release(self, B: int, L: int, ws: Workspace) -> None:
         """A session's finalizer: give its workspace back (any thread, any time)."""
@@ -246,7 +270,9 @@ class EngineSession:
             tok=tok, pos=pos, lim=torch.where(valid, P[:, None], 1),
             slot=torch.where(valid, r, L), n_content=W,
         )  # fmt: skip
-        forward_rows(self.engine.w, ws.tables, ws.kv, ws.key_pos, rows, _round_up(W))
+        x = forward_rows(self.engine.w, ws.tables, ws.kv, ws.key_pos, rows, _round_up(W))
+        if self.engine.w.head is not None:
+            write_head_keys(self.engine.w.head, ws, x, rows.slot)
         ws.slot_tok.scatter_(1, torch.where(valid, r, L), tok)
         ranks = torch.arange(L, device=P.device)
         self.prompt_tok = torch.where(ranks < P[:, None], self._by_rank(b.tokens), -1)
@@ -296,5 +322,61 @@ class EngineSession:
             self.ws.slot_tok[:, :L].masked_fill_(ranks >= n[:, None], -1)
         return logits
 
+    @torch.no_grad()
+    def draft_logits(self, tokens, q_rank, q_ctx, q_feat) -> torch.Tensor:
+        """[B, Q, V] float32 draft-head logits (see ``assd.model.Session.draft_logits``).
+
+        Ranks < q_feat come from the cached head keys of the target's states (they must be
+        valid for today's tokens); ranks q_feat .. q_ctx-1 are read as tokens, computed here.
+        """
+        head, ws, b = self.engine.w.head, self.ws, self.batch
+        if head is None:
+            raise ValueError("this engine has no draft head (load a model that ships one)")
+        B, L = tokens.shape
+        tokens = tokens.to(self.kv.device)
+        by_rank = self._by_rank(tokens)
+        valid_q = q_rank >= 0
+        v = (ws.slot_tok[:, :L] == by_rank).long().cumprod(1).sum(1)  # valid target states
+        f_lo = torch.where(valid_q, q_feat, L).amin(1).clamp(max=L)  # [B] first token-read rank
+        width = torch.where(valid_q, q_ctx - f_lo[:, None], 0).amax()
+        flags = [width, torch.where(valid_q, q_feat, 0).amax()]
+        flags += [(valid_q & (q_feat > v[:, None])).any()]
+        if self.engine.check:
+            flags += [
+                (valid_q & ((q_feat > q_ctx) | (q_ctx > q_rank))).any(),
+                (valid_q & (q_feat < b.n_prompt[:, None])).any(),
+                (valid_q & (q_rank >= b.length[:, None])).any(),
+            ]
+        W, S, *errs = torch.stack(flags).tolist()  # the call's one host sync
+        for bad, msg in zip(errs, DRAFT_RULES):
+            if bad:
+                raise ValueError(msg)
+        span = _round_up(max(S, 1))
+        t_rank = f_lo[:, None] + torch.arange(W, device=tokens.device)  # [B, W] token-read ranks
+        t_pos = torch.gather(self.pos_of_rank, 1, t_rank.clamp(max=L - 1))
+        t_tok = torch.gather(by_rank, 1, t_rank.clamp(max=L - 1))
+        t_keys = head.keys(
+            head.token_inputs(torch.nn.functional.embedding(t_tok, self.engine.w.emb))
+        )
+        keys = [
+            (torch.cat([hkv_l[0][:, :, :span], k], 2), torch.cat([hkv_l[1][:, :, :span], v_], 2))
+            for hkv_l, (k, v_) in zip(ws.hkv, t_keys)
+        ]
+        slots = torch.arange(span, device=tokens.device)
+        see_state = slots[None, None, :] < q_feat[:, :, None]  # [B, Q, span]
+        tr = t_rank[:, None, :]
+        see_token = (tr >= q_feat[:, :, None]) & (tr < q_ctx[:, :, None])  # [B, Q, W]
+        visible = torch.cat([see_state, see_token], 2) | ~valid_q[:, :, None]
+        key_pos = torch.cat([ws.key_pos[:, :span], t_pos], 1)
+        q_pos = torch.gather(self.pos_of_rank, 1, q_rank.clamp(min=0))
+        return head.attend(q_pos, keys, key_pos, visible, ws.htables, self.engine.w.emb)
+
 
 PROMPT_CHANGED = "the prompt tokens changed: open a new session for a new prompt"
+DRAFT_RULES = (
+    "draft query reads target states that are not valid for these tokens (q_feat too high): "
+    "q_feat may not exceed the ranks the target has computed with the current tokens",
+    "draft query must have q_feat <= q_ctx <= q_rank",
+    "draft query must read the whole prompt through states (q_feat >= n_prompt)",
+    "draft query rank lies in the padding (q_rank >= length)",
+)

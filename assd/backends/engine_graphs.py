@@ -35,6 +35,8 @@ class Workspace:
     tables: list[torch.Tensor]
     graphs: dict = field(default_factory=dict)  # (W, Q) -> (graph, static inputs, logits)
     pool: object = None
+    hkv: torch.Tensor | None = None  # [head layers, 2, B, Hh, slots, Dh] draft-head keys/values
+    htables: list[torch.Tensor] | None = None  # the draft head's relative-position keys
 
 
 @dataclass
@@ -78,12 +80,24 @@ def step(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int) -> to
         slot=torch.where(ok, r, trash),
         n_content=W,
     )
-    logits = lm_head(weights, forward_rows(weights, ws.tables, ws.kv, ws.key_pos, rows, span))
+    x = forward_rows(weights, ws.tables, ws.kv, ws.key_pos, rows, span)
+    if weights.head is not None:
+        write_head_keys(weights.head, ws, x[:, :W], rows.slot)
+    logits = lm_head(weights, x[:, W:])
     # Slots >= hi may depend on tokens that just changed: forget them; record what was computed.
     ranks = torch.arange(L, device=s.v.device)
     ws.slot_tok[:, :L].masked_fill_(ranks >= s.hi[:, None], -1)
     ws.slot_tok.scatter_(1, rows.slot, torch.where(ok, tok_c, -1))
     return logits
+
+
+def write_head_keys(head, ws: Workspace, content: torch.Tensor, slot: torch.Tensor) -> None:
+    """Cache the draft head's keys/values of freshly computed content rows [B, W, d] at their
+    slots [B, W] (padding rows write to the trash slot): the head reads committed ranks
+    through the target's final states without recomputing them."""
+    b_idx = torch.arange(slot.shape[0], device=slot.device)[:, None]
+    for hkv_l, (k, v) in zip(ws.hkv, head.keys(head.feature_inputs(content))):
+        hkv_l[:, b_idx, :, slot] = torch.stack([k.transpose(1, 2), v.transpose(1, 2)], 2)
 
 
 def run_step(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, graphs: bool):
