@@ -183,6 +183,7 @@ def rounds(
     rng = TorchRng(generator)
     going = bool(state.active.any())
     while going:
+        rng.start_round(batch.size, batch.tokens.device)
         state, rec = sampler.step(state, session, rng)
         flags = [state.active.any()] + ([session.bad] if session.bad is not None else [])
         going, *bad = torch.stack(flags).tolist()  # the round's one sync
