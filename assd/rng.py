@@ -11,8 +11,8 @@ clear error for seeds that ``torch.Generator.manual_seed`` would reject or silen
 
 from __future__ import annotations
 
-import numbers
 import math
+import numbers
 from typing import Protocol
 
 import torch

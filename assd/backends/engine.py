@@ -32,7 +32,15 @@ import torch
 
 from ..model import QUERY_RULES, Batch, check_mask_id, query_violations
 from .engine_attention import Rows, forward_rows
-from .engine_graphs import MAX_GRAPH_ROWS, Step, Workspace, bucket, run_step, write_head_keys
+from .engine_graphs import (
+    MAX_GRAPH_ROWS,
+    Step,
+    Workspace,
+    bucket,
+    run_step,
+    step,
+    write_head_keys,
+)
 from .engine_weights import XLNetWeights, rel_tables, weights_from_hf
 
 ALIGN = 8  # span/slot rounding: aligned attention masks keep the fused SDPA kernels usable
@@ -250,11 +258,36 @@ class EngineSession:
         self.ws.slot_tok.fill_(-1)
         self.calls = 0
         self.rows_computed = 0
+        self.max_rows: int | None = None  # set by sync_free(): calls run without host syncs
+        # Errors found on the device in sync-free calls, raised at the caller's next sync.
+        self.errors = torch.zeros(
+            len(SYNC_FREE_ERRORS), dtype=torch.bool, device=batch.tokens.device
+        )
         self._encode_prompt()
 
     @property
     def cache_bytes(self) -> int:
         return self.kv.numel() * self.kv.element_size()
+
+    @contextlib.contextmanager
+    def sync_free(self, max_rows: int):
+        """Calls inside never sync with the host and use fixed shapes, so a whole sampler round
+        can be captured as one CUDA graph. The caller promises that no call needs more than
+        ``max_rows`` new content rows (and no draft call reads more than ``max_rows`` tokens);
+        a broken promise, or a broken protocol rule, sets ``errors`` on the device (see
+        ``raise_errors``) instead of raising."""
+        old, self.max_rows = self.max_rows, int(max_rows)
+        try:
+            yield self
+        finally:
+            self.max_rows = old
+
+    def raise_errors(self, flags: list[bool]) -> None:
+        """Raise the first error among host copies of ``errors`` (then clear them)."""
+        self.errors.zero_()
+        for bad, msg in zip(flags, SYNC_FREE_ERRORS):
+            if bad:
+                raise ValueError(msg)
 
     @torch.no_grad()
     def _encode_prompt(self) -> None:
@@ -298,6 +331,12 @@ class EngineSession:
         # Rows to compute: ranks v .. hi-1, hi = everything committed and every needed context.
         hi = torch.cat([n[:, None], torch.where(q_rank >= 0, q_ctx, 0)], 1).amax(1)
         hi = torch.minimum(hi, b.length)
+        if self.max_rows is not None:  # sync-free: fixed shapes, errors flagged on the device
+            W, span = self.max_rows, self.kv.shape[-2]
+            errs = [(hi - v > W).any(), prompt_changed]
+            errs += query_violations(b, n, m, q_rank, q_ctx) if self.engine.check else []
+            self.errors[: len(errs)] |= torch.stack(errs)
+            return step(self.engine.w, self.ws, Step(tokens, v, hi, q_rank, q_ctx), W, span)
         flags = [(hi - v).clamp(min=0).max(), hi.max(), prompt_changed]
         if self.engine.check:
             flags += query_violations(b, n, m, q_rank, q_ctx)
@@ -347,11 +386,17 @@ class EngineSession:
                 (valid_q & (q_feat < b.n_prompt[:, None])).any(),
                 (valid_q & (q_rank >= b.length[:, None])).any(),
             ]
-        W, S, *errs = torch.stack(flags).tolist()  # the call's one host sync
-        for bad, msg in zip(errs, DRAFT_RULES):
-            if bad:
-                raise ValueError(msg)
-        span = _round_up(max(S, 1))
+        if self.max_rows is not None:  # sync-free: fixed shapes, errors flagged on the device
+            W, span = self.max_rows, self.kv.shape[-2]
+            self.errors[0] |= flags[0] > W
+            first = len(SYNC_FREE_ERRORS) - len(DRAFT_RULES)
+            self.errors[first : first + len(flags) - 2] |= torch.stack(flags[2:])
+        else:
+            W, S, *errs = torch.stack(flags).tolist()  # the call's one host sync
+            for bad, msg in zip(errs, DRAFT_RULES):
+                if bad:
+                    raise ValueError(msg)
+            span = _round_up(max(S, 1))
         t_rank = f_lo[:, None] + torch.arange(W, device=tokens.device)  # [B, W] token-read ranks
         t_pos = torch.gather(self.pos_of_rank, 1, t_rank.clamp(max=L - 1))
         t_tok = torch.gather(by_rank, 1, t_rank.clamp(max=L - 1))
@@ -379,4 +424,11 @@ DRAFT_RULES = (
     "draft query must have q_feat <= q_ctx <= q_rank",
     "draft query must read the whole prompt through states (q_feat >= n_prompt)",
     "draft query rank lies in the padding (q_rank >= length)",
+)
+
+SYNC_FREE_ERRORS = (
+    "a call needed more new rows than the sampler's bound (sync_free(max_rows)): a sampler bug",
+    PROMPT_CHANGED,
+    *QUERY_RULES,
+    *DRAFT_RULES,
 )

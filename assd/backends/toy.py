@@ -107,7 +107,8 @@ class ToySession:
         base = self.logits_unchecked(tokens, q_rank, q_ctx)
         V = base.shape[-1]
         wobble = torch.cos(
-            1.3 * q_feat[:, :, None].to(base.dtype) + 0.7 * q_rank[:, :, None].to(base.dtype)
+            1.3 * q_feat[:, :, None].to(base.dtype)
+            + 0.7 * q_rank[:, :, None].to(base.dtype)
             + torch.arange(V, dtype=base.dtype, device=base.device)
         )
         return torch.where(valid[:, :, None], base + 0.8 * wobble, torch.zeros_like(base))

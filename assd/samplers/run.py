@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from ..model import ASARM, Batch, Session, make_batch
 from ..rng import Rng, TorchRng
+from .graphs import WARM_ROUNDS, capture_round
 from .result import RoundTrace, SampleResult
 from .state import Outcome, RoundRecord, State
 
@@ -96,10 +97,13 @@ class CheckedSession:
     """A backend's session whose answers are checked: a wrong shape or dtype raises at once;
     non-finite logits raise at the next round's sync (the flag stays on the device)."""
 
-    def __init__(self, session: Session, model: ASARM):
+    def __init__(self, session: Session, model: ASARM, device):
         self.session, self.name = session, type(model).__name__
         self.vocab_size = int(model.vocab_size)
-        self.bad = None  # 0-dim bool on the device: some logits were not finite
+        # [1 + backend errors] bools on the device: some logits were not finite, then whatever
+        # the backend flags in sync-free mode. Read (and cleared) at the round's one sync.
+        self.n_backend = len(getattr(session, "errors", ()))
+        self.flags = torch.zeros(1 + self.n_backend, dtype=torch.bool, device=device)
 
     def logits(self, tokens, n, m, q_rank, q_ctx) -> torch.Tensor:
         return self._check(self.session.logits(tokens, n, m, q_rank, q_ctx), q_rank, "logits")
@@ -126,16 +130,32 @@ class CheckedSession:
                 f"{self.name}.open(...).{what} returned {out.dtype}: logits must be float"
             )
         # Padding queries may hold anything finite, real ones must be finite: one flag, no sync.
-        bad = ~torch.isfinite(out).all()
-        self.bad = bad if self.bad is None else self.bad | bad
+        self.flags[0] |= ~torch.isfinite(out).all()
         return out
 
-    def raise_if_bad(self, bad: bool) -> None:
-        if bad:
+    def round_flags(self) -> torch.Tensor:
+        """[1 + backend errors] device bools to read with the round's one sync."""
+        if self.n_backend:
+            self.flags[1:] = self.session.errors
+        return self.flags
+
+    def raise_if_bad(self, flags: list[bool]) -> None:
+        """Raise for the flags read at the sync (and clear them)."""
+        self.flags.zero_()
+        if flags and flags[0]:
             raise ValueError(
                 f"{self.name} returned NaN or infinite logits: check the model's weights and "
                 "dtype (float16 overflow?) and the inputs"
             )
+        if any(flags[1:]):
+            self.session.raise_errors(flags[1:])
+
+    def sync_free(self, max_rows: int):
+        return self.session.sync_free(max_rows)
+
+    @property
+    def can_sync_free(self) -> bool:
+        return hasattr(self.session, "sync_free")
 
 
 def traces_of(record: RoundRecord, state: State) -> list[RoundTrace | None]:
@@ -169,26 +189,43 @@ def traces_of(record: RoundRecord, state: State) -> list[RoundTrace | None]:
 
 
 def rounds(
-    model: ASARM, batch: Batch, sampler: Sampler, generator: torch.Generator | None = None
+    model: ASARM,
+    batch: Batch,
+    sampler: Sampler,
+    generator: torch.Generator | None = None,
+    *,
+    graphs: bool | None = None,
 ) -> Iterator[tuple[State, RoundRecord]]:
     """The bare loop: yields the device-side (state, record) after every round, no host copies.
 
     One host sync a round (is any row still active? did the backend return bad logits?) on top
-    of what the backend needs.
+    of what the backend needs. graphs (default: on CUDA, with a backend that can run sync-free):
+    after WARM_ROUNDS eager rounds, each round is one replay of a captured CUDA graph of the
+    sampler's whole step (same tokens as the eager path for the same seed).
     """
     check_arguments(model, batch, sampler, generator)
     batch = _checked_batch(model, batch)
-    session = CheckedSession(model.open(batch), model)
+    device = batch.tokens.device
+    session = CheckedSession(model.open(batch), model, device)
     state = sampler.init(batch, model.forbidden_ids, model.vocab_size)
     rng = TorchRng(generator)
+    if graphs is None:
+        graphs = device.type == "cuda" and session.can_sync_free
+    graph, n_round = None, 0
     going = bool(state.active.any())
     while going:
-        rng.start_round(batch.size, batch.tokens.device)
-        state, rec = sampler.step(state, session, rng)
-        flags = [state.active.any()] + ([session.bad] if session.bad is not None else [])
-        going, *bad = torch.stack(flags).tolist()  # the round's one sync
-        session.raise_if_bad(any(bad))
-        session.bad = None
+        n_round += 1
+        if graphs and graph is None and n_round > WARM_ROUNDS:
+            graph = capture_round(sampler, state, session, rng)  # None if it cannot be captured
+            graphs = graph is not None
+        if graph is not None:
+            state, rec = graph.replay(rng)
+        else:
+            rng.start_round(batch.size, device)
+            state, rec = sampler.step(state, session, rng)
+        flags = torch.cat([state.active.any()[None], session.round_flags()]).tolist()
+        going = flags[0]  # the round's one host sync
+        session.raise_if_bad(flags[1:])
         yield state, rec
 
 
