@@ -209,8 +209,7 @@ def rounds(
     session = CheckedSession(model.open(batch), model, device)
     state = sampler.init(batch, model.forbidden_ids, model.vocab_size)
     rng = TorchRng(generator)
-    if graphs is None:
-        graphs = device.type == "cuda" and session.can_sync_free
+    graphs = (device.type == "cuda" if graphs is None else graphs) and session.can_sync_free
     graph, n_round = None, 0
     going = bool(state.active.any())
     while going:
@@ -236,6 +235,7 @@ def generate(
     generator: torch.Generator | None = None,
     *,
     trace: bool = True,
+    graphs: bool | None = None,
 ) -> Iterator[RoundEvent]:
     """Run ``sampler`` on ``batch``, yielding a :class:`RoundEvent` (on the CPU) after every round.
 
@@ -243,7 +243,7 @@ def generate(
     """
     check_arguments(model, batch, sampler, generator)
     n_prompt = batch.n_prompt
-    for i, (state, rec) in enumerate(rounds(model, batch, sampler, generator), 1):
+    for i, (state, rec) in enumerate(rounds(model, batch, sampler, generator, graphs=graphs), 1):
         traces = traces_of(rec, state) if trace else [None] * batch.size
         yield RoundEvent(
             i,
@@ -266,18 +266,20 @@ def sample(
     trace: bool = True,
     callback: Callable[[RoundEvent], None] | None = None,
     progress: bool = False,
+    graphs: bool | None = None,
 ) -> list[SampleResult]:
     """Sample every row of ``batch`` to completion; one :class:`SampleResult` per row.
 
     With ``trace=False`` and no callback or progress bar nothing leaves the device until the end
-    (the fast path for benchmarks and evaluations).
+    (the fast path for benchmarks and evaluations). ``graphs``: replay whole rounds as CUDA
+    graphs (default: on CUDA with the engine; see :func:`rounds`).
     """
     check_arguments(model, batch, sampler, generator)
     B = batch.size
     gen = (batch.length - batch.n_prompt).tolist()
     if not (trace or callback or progress):
         state = None
-        for last, _ in rounds(model, batch, sampler, generator):
+        for last, _ in rounds(model, batch, sampler, generator, graphs=graphs):
             state = last
         assert state is not None
         toks, nfe, rnd = state.tokens.tolist(), state.nfe.tolist(), state.rounds.tolist()
@@ -286,7 +288,7 @@ def sample(
     traces: list[list[RoundTrace]] = [[] for _ in range(B)]
     event = None
     bar = tqdm(total=sum(gen), desc=sampler.name, disable=not progress, unit="tok")
-    for event in generate(model, batch, sampler, generator, trace=trace):
+    for event in generate(model, batch, sampler, generator, trace=trace, graphs=graphs):
         for b, t in enumerate(event.traces):
             if t is not None:
                 traces[b].append(t)
