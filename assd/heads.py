@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backends.engine_attention import rel_scores
 from .backends.engine_weights import sinusoid
 
 CONFIG_FILE = "draft_head.json"
@@ -122,6 +123,7 @@ class DraftHead(nn.Module):
         visible: torch.Tensor,  # [B, Q, S] bool: the query sees the key
         tables: list[torch.Tensor],  # from rel_tables(T), T > every |position|
         emb: torch.Tensor,  # [V, d] the target's word embedding
+        emb_t: torch.Tensor | None = None,  # [d, V] the same, contiguous (faster on CPU)
     ) -> torch.Tensor:  # [B, Q, V] float32 logits
         c = self.config
         B, Q = q_pos.shape
@@ -132,13 +134,14 @@ class DraftHead(nn.Module):
         g = self.query.expand(B, Q, -1)
         for layer, (k, v), table in zip(self.layers, keys, tables):
             q = layer.q(g).view(B, Q, c.n_head, c.d_head).transpose(1, 2)  # [B, H, Q, D]
-            bd = torch.matmul(q + layer.r_r_bias, table)  # [B, H, Q, 2T-1]
+            bd = rel_scores(q + layer.r_r_bias, table)  # [B, H, Q, 2T-1]
             bd = bd.gather(-1, rel.expand(B, c.n_head, Q, rel.shape[-1]))
             bias = hide + bd * c.d_head**-0.5
             att = F.scaled_dot_product_attention(q + layer.r_w_bias, k, v, attn_mask=bias)
             g = layer.ln1(g + layer.o(att.transpose(1, 2).reshape(B, Q, -1)))
             g = layer.ln2(g + layer.ff2(F.gelu(layer.ff1(g))))
-        return F.linear(g, emb, self.out_bias).float()
+        # [in, out] product: on CPU far faster than F.linear for a few rows (engine_weights)
+        return (torch.matmul(g, emb.t() if emb_t is None else emb_t) + self.out_bias).float()
 
     # -- files -------------------------------------------------------------------------------
     def save(self, folder: str | Path, int8: bool = True) -> None:

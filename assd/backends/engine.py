@@ -414,7 +414,8 @@ class EngineSession:
         visible = torch.cat([see_state, see_token], 2) | ~valid_q[:, :, None]
         key_pos = torch.cat([ws.key_pos[:, :span], t_pos], 1)
         q_pos = torch.gather(self.pos_of_rank, 1, q_rank.clamp(min=0))
-        return head.attend(q_pos, keys, key_pos, visible, ws.htables, self.engine.w.emb)
+        w = self.engine.w
+        return head.attend(q_pos, keys, key_pos, visible, ws.htables, w.emb, w.emb_t)
 
 
 PROMPT_CHANGED = "the prompt tokens changed: open a new session for a new prompt"

@@ -71,23 +71,33 @@ def _layer(w, lw: LayerWeights, table, kv_l, x, W, slot, b_idx, mask, rel, span)
     B, I, _ = x.shape
     H, D = w.n_head, w.d_head
     # Content rows: q, k, v; their k, v join the cache before attending (they see themselves).
-    qkv = F.linear(x[:, :W], lw.w_qkv).view(B, W, 3, H, D)
+    qkv = torch.matmul(x[:, :W], lw.w_qkv).view(B, W, 3, H, D)
     kv_l[:, b_idx, :, slot] = qkv[:, :, 1:]  # [B, W, 2, H, D] into [2, B, H, S, D]
-    q_g = F.linear(x[:, W:], lw.w_qkv[: H * D]).view(B, I - W, H, D)  # query rows: q only
+    q_g = torch.matmul(x[:, W:], lw.w_q).view(B, I - W, H, D)  # query rows: q only
     q = torch.cat([qkv[:, :, 0], q_g], 1).transpose(1, 2)  # [B, H, I, D]
 
     # Position term as an additive bias: (q + r_r) . R[i - j], gathered from all distances.
     scale = D**-0.5
-    bd = torch.matmul(q + lw.r_r_bias, table).gather(-1, rel)  # [B, H, I, S]
+    bd = rel_scores(q + lw.r_r_bias, table).gather(-1, rel)  # [B, H, I, S]
     bias = torch.add(mask, bd, alpha=scale)  # one kernel: masked, scaled position term
     k, v = kv_l[0][:, :, :span], kv_l[1][:, :, :span]  # [B, H, S, D]
     att = F.scaled_dot_product_attention(q + lw.r_w_bias, k, v, attn_mask=bias)  # scale 1/sqrt(D)
     att = att.transpose(1, 2).reshape(B, I, H * D)
-    x = F.layer_norm(x + F.linear(att, lw.w_o), (w.d_model,), *lw.ln1, eps=w.eps)
-    ff = F.linear(w.act(F.linear(x, *lw.ff1)), *lw.ff2)
+    x = F.layer_norm(x + torch.matmul(att, lw.w_o), (w.d_model,), *lw.ln1, eps=w.eps)
+    ff = torch.matmul(w.act(torch.matmul(x, lw.ff1[0]) + lw.ff1[1]), lw.ff2[0]) + lw.ff2[1]
     return F.layer_norm(x + ff, (w.d_model,), *lw.ln2, eps=w.eps)
+
+
+def rel_scores(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """q [B, H, I, D] against every distance's positional key, table [H, D, T2] -> [B, H, I, T2].
+
+    One batched product over heads: ``torch.matmul`` would broadcast the table over B and copy
+    it on every call."""
+    B, H, I, D = q.shape
+    out = torch.bmm(q.transpose(0, 1).reshape(H, B * I, D), table)  # [H, B*I, T2]
+    return out.view(H, B, I, -1).transpose(0, 1)
 
 
 def lm_head(w: XLNetWeights, h: torch.Tensor) -> torch.Tensor:
     """[..., d] -> [..., V] logits in float32 (tied embedding + bias)."""
-    return F.linear(h, w.emb, w.lm_bias).float()
+    return (torch.matmul(h, w.emb_t) + w.lm_bias).float()

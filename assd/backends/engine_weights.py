@@ -14,16 +14,22 @@ import torch
 
 @dataclass
 class LayerWeights:
-    """One XLNet layer. H heads of size D; d = d_model; F = d_inner."""
+    """One XLNet layer. H heads of size D; d = d_model; F = d_inner.
 
-    w_qkv: torch.Tensor  # [3*H*D, d]  rows: q, k, v (F.linear layout); w_qkv[:H*D] is q alone
-    w_o: torch.Tensor  # [d, H*D]
-    w_r: torch.Tensor  # [H*D, d]  positional key projection (F.linear layout)
+    Matrices are stored [in, out] (``x @ w``): with the few rows of a cached call, CPU BLAS runs
+    this layout up to 10x faster than ``F.linear``'s [out, in] (measured: the 8192-token output
+    projection of two rows took 14 ms as F.linear and 1.3 ms as x @ w, float32, one core).
+    """
+
+    w_qkv: torch.Tensor  # [d, 3*H*D]  columns: q, k, v
+    w_q: torch.Tensor  # [d, H*D]  q alone (query rows), contiguous
+    w_o: torch.Tensor  # [H*D, d]
+    w_r: torch.Tensor  # [d, H*D]  positional key projection
     r_w_bias: torch.Tensor  # [H, 1, D]  content bias (added to queries for the content term)
     r_r_bias: torch.Tensor  # [H, 1, D]  position bias (added to queries for the position term)
     ln1: tuple[torch.Tensor, torch.Tensor]  # post-attention layer norm (weight, bias) [d]
-    ff1: tuple[torch.Tensor, torch.Tensor]  # [F, d], [F]
-    ff2: tuple[torch.Tensor, torch.Tensor]  # [d, F], [d]
+    ff1: tuple[torch.Tensor, torch.Tensor]  # [d, F], [F]
+    ff2: tuple[torch.Tensor, torch.Tensor]  # [F, d], [d]
     ln2: tuple[torch.Tensor, torch.Tensor]  # post-FFN layer norm [d]
 
 
@@ -32,6 +38,7 @@ class XLNetWeights:
     """Everything the engine's forward needs, in one dtype on one device."""
 
     emb: torch.Tensor  # [V, d] word embedding (tied LM head weight)
+    emb_t: torch.Tensor  # [d, V] the same, [in, out] for the output projection
     mask_emb: torch.Tensor  # [d] the query stream's initial state
     lm_bias: torch.Tensor  # [V]
     layers: list[LayerWeights]
@@ -75,28 +82,30 @@ def weights_from_hf(model, dtype: torch.dtype | None = None) -> XLNetWeights:
     def c(t: torch.Tensor) -> torch.Tensor:
         return t.detach().to(dtype).contiguous()
 
-    def lin(w: torch.Tensor) -> torch.Tensor:  # [d, H, D] einsum weight -> [H*D, d] F.linear weight
-        return w.reshape(d, H * D).t()
+    def lin(w: torch.Tensor) -> torch.Tensor:  # [d, H, D] einsum weight -> [d, H*D] (x @ w)
+        return w.reshape(d, H * D)
 
     layers = []
     for layer in tr.layer:
         a, f = layer.rel_attn, layer.ff
         layers.append(
             LayerWeights(
-                w_qkv=c(torch.cat([lin(a.q), lin(a.k), lin(a.v)], 0)),
-                w_o=c(a.o.reshape(d, H * D)),
+                w_qkv=c(torch.cat([lin(a.q), lin(a.k), lin(a.v)], 1)),
+                w_q=c(lin(a.q)),
+                w_o=c(a.o.reshape(d, H * D).t()),
                 w_r=c(lin(a.r)),
                 r_w_bias=c(a.r_w_bias[:, None, :]),
                 r_r_bias=c(a.r_r_bias[:, None, :]),
                 ln1=(c(a.layer_norm.weight), c(a.layer_norm.bias)),
-                ff1=(c(f.layer_1.weight), c(f.layer_1.bias)),
-                ff2=(c(f.layer_2.weight), c(f.layer_2.bias)),
+                ff1=(c(f.layer_1.weight.t()), c(f.layer_1.bias)),
+                ff2=(c(f.layer_2.weight.t()), c(f.layer_2.bias)),
                 ln2=(c(f.layer_norm.weight), c(f.layer_norm.bias)),
             )
         )
     act = cfg.ff_activation
     return XLNetWeights(
         emb=c(tr.word_embedding.weight),
+        emb_t=c(tr.word_embedding.weight.t()),
         mask_emb=c(tr.mask_emb.reshape(d)),
         lm_bias=c(model.lm_loss.bias),
         layers=layers,
@@ -131,6 +140,6 @@ def rel_tables(w: XLNetWeights, length: int) -> list[torch.Tensor]:
     H, D = w.n_head, w.d_head
     out = []
     for lw in w.layers:
-        r = torch.nn.functional.linear(pe, lw.w_r.float()).to(w.emb.dtype)  # [2L-1, H*D]
+        r = (pe @ lw.w_r.float()).to(w.emb.dtype)  # [2L-1, H*D]
         out.append(r.view(-1, H, D).permute(1, 2, 0).contiguous())  # [H, D, 2L-1]
     return out
