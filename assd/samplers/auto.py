@@ -1,31 +1,92 @@
-"""The library's fastest exact sampler for a model on its device (a measured choice).
+"""The library's fastest exact sampler for a model on its device, chosen by measuring.
 
-Why a table and not a search: each entry below was chosen by ``evals/bench_speed.py`` on the
-trained embedded models, side by side in one run per device (figures in the README). What
-decides it is the ratio of a round's cost to a call's cost, which depends on the device:
+Why measure: which exact form is fastest depends on the ratio of a round's cost to a target
+call's cost, and that depends on the device, the model's size and how well its drafts agree
+with it. Measured on the trained embedded models: on an H200 a whole round replays as one CUDA
+graph and its time is its kernel count, so a 6-layer model's own parallel drafts or draft-head
+steps (each worth a fraction of a target call in kernels) can cost more than the calls they
+save; on a 2-core CPU every call first reads all weights, so calls dominate and fewer of them
+pay. A fixed table would be wrong somewhere; a short timing on the model itself is not.
 
-- CUDA: a whole round replays as one CUDA graph, so extra query rows and draft-head steps are
-  nearly free next to the call; the most tokens per target call wins.
-- CPU: every computed row costs real FLOPs, rejected drafts are paid in full, and a round's
-  Python overhead is a few calls' worth; the cheapest proposals win.
+How: the model writes its own calibration text (a sequential sample from one visible token),
+which is then masked at the paper's rate (95%) and filled by each candidate, twice, timed.
+The fastest per token wins; Sequential is always a candidate, so the choice is never slower
+than sequential decoding beyond the noise of that timing. Results are cached per model,
+device and temperature.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
+
 import torch
 
+from ..model import make_batch
+from .sequential import Sequential
 from .speculative import ASSD
 
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
 
-def fastest(model, *, temperature: float = 1.0, device: torch.device | str | None = None):
-    """An exact sampler: the fastest this library knows for ``model`` on ``device`` (default:
-    the model's). Models with a draft head draft with it; others use the model's own drafts."""
-    dev = torch.device(device) if device is not None else model.device
-    head = bool(getattr(model, "has_draft_head", False))
-    if dev.type == "cuda":
-        if head:
-            return ASSD(k=5, draft="head", temperature=temperature)
-        return ASSD(k=5, one_call=True, temperature=temperature)
-    if head:
-        return ASSD(k=3, draft="head", temperature=temperature)
-    return ASSD(k=5, draft="bigram", bonus=True, temperature=temperature)
+
+def candidates(model, temperature: float = 1.0) -> list:
+    """Exact samplers worth timing for ``model`` (Sequential first)."""
+    t = temperature
+    out = [Sequential(t), ASSD(3, t, one_call=True), ASSD(5, t, bonus=True)]
+    if getattr(model, "has_draft_head", False):
+        out += [ASSD(k, t, draft="head") for k in (1, 2, 3, 5)]
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def calibrate(model, temperature: float = 1.0, length: int = 96, seed: int = 0) -> list[dict]:
+    """Time every candidate on a text the model wrote itself; returns one dict per candidate
+    (sampler, seconds per token), fastest first."""
+    from .run import sample  # here: run imports this package
+
+    dev = model.device
+    L = min(length, model.max_length or length)
+    V = model.vocab_size
+    allowed = [i for i in range(V) if i not in set(model.forbidden_ids)]
+    g = torch.Generator().manual_seed(seed)
+    first = allowed[int(torch.randint(len(allowed), (1,), generator=g))]
+    tokens = torch.full((L,), first, dtype=torch.long)
+    sigma = torch.arange(L)  # position 0 visible, the rest written left to right
+    text = sample(model, make_batch(tokens, sigma, 1), Sequential(temperature),
+                  torch.Generator().manual_seed(seed), trace=False)[0].tokens  # fmt: skip
+    keep = torch.randperm(L, generator=g)[: max(1, L // 20)]  # 95% masked, the paper's rate
+    mask = torch.ones(L, dtype=torch.bool)
+    mask[keep] = False
+    key = mask.long() * L + torch.arange(L)  # visible first, then masked left to right
+    sigma = torch.empty(L, dtype=torch.long)
+    sigma[key.argsort()] = torch.arange(L)
+    batch = make_batch(torch.tensor(text), sigma, int((~mask).sum()))
+    out = []
+    for s in candidates(model, temperature):
+        best = float("inf")
+        for rep in range(2):  # the first run also warms up (captures graphs)
+            _sync(dev)
+            t0 = time.perf_counter()
+            r = sample(model, batch, s, torch.Generator(dev).manual_seed(seed + rep), trace=False)
+            _sync(dev)
+            best = min(best, (time.perf_counter() - t0) / r[0].n_generated)
+        out.append({"sampler": s, "seconds_per_token": best})
+    return sorted(out, key=lambda d: d["seconds_per_token"])
+
+
+def fastest(model, *, temperature: float = 1.0, calibration: list[dict] | None = None):
+    """An exact sampler: the fastest of :func:`candidates` for ``model`` on its device, measured
+    once (a second or two on a CPU) and cached. ``calibration``: a result of :func:`calibrate`."""
+    with _LOCK:
+        per_model = _CACHE.setdefault(model, {})
+        key = (str(model.device), float(temperature))
+        if calibration is None and key not in per_model:
+            per_model[key] = calibrate(model, temperature)
+        ranked = calibration or per_model[key]
+    return ranked[0]["sampler"]

@@ -1,0 +1,62 @@
+"""assd.fastest: an exact sampler chosen by timing candidates on the model itself."""
+
+from __future__ import annotations
+
+import torch
+
+import assd
+from assd.backends.toy import ToyASARM
+from assd.samplers import auto
+
+
+def test_fastest_times_every_candidate_and_picks_the_quickest(monkeypatch):
+    model = ToyASARM(4, 12, seed=1, draft_head=True)
+    ranked = auto.calibrate(model)
+    names = {d["sampler"].name for d in ranked}
+    assert names == {s.name for s in auto.candidates(model)}
+    assert "sequential" in names and any("head" in n for n in names)
+    times = [d["seconds_per_token"] for d in ranked]
+    assert times == sorted(times) and all(t > 0 for t in times)
+    assert all(getattr(d["sampler"], "exact", True) for d in ranked)
+
+    fake = [{"sampler": assd.ASSD(2, draft="head"), "seconds_per_token": 1e-4},
+            {"sampler": assd.Sequential(), "seconds_per_token": 2e-4}]  # fmt: skip
+    assert assd.fastest(model, calibration=fake) == assd.ASSD(2, draft="head")
+
+
+def test_fastest_is_cached_per_model_device_and_temperature(monkeypatch):
+    model = ToyASARM(3, 8, seed=2)
+    calls = []
+
+    def fake_calibrate(m, temperature=1.0):
+        calls.append(temperature)
+        return [{"sampler": assd.Sequential(temperature), "seconds_per_token": 1.0}]
+
+    monkeypatch.setattr(auto, "calibrate", fake_calibrate)
+    assert assd.fastest(model) == assd.Sequential()
+    assert assd.fastest(model) == assd.Sequential()
+    assert assd.fastest(model, temperature=0.5) == assd.Sequential(0.5)
+    assert calls == [1.0, 0.5]
+    # Models without a head are never offered head drafts.
+    assert not any(getattr(s, "draft", "") == "head" for s in auto.candidates(model))
+
+
+def test_the_calibration_problem_is_what_a_user_asks_for():
+    """95% of a model-written text masked, decoded left to right: the paper's setting."""
+    model = ToyASARM(4, 40, seed=3)
+    seen = []
+    real = auto.Sequential.step
+
+    def spy(self, state, session, rng):
+        seen.append((int(state.n[0]), int(state.end[0])))
+        return real(self, state, session, rng)
+
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(auto.Sequential, "step", spy)
+        auto.calibrate(model, length=40)
+    starts = [n for n, end in seen if end == 40]
+    assert starts[0] == 1  # the calibration text: written from one visible token
+    assert 2 in starts[:3] or starts.count(2) >= 1  # then re-masked: 2 visible of 40 (95%)
+    torch.manual_seed(0)
