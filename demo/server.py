@@ -11,6 +11,11 @@ import ctypes.util
 import json
 
 MAX_BODY = 64 * 1024  # bytes: far more than any model's longest text as JSON
+# Gradio keeps a copy of every component's config per session (about 40 KB here) for 10,000
+# sessions by default, and API clients open a new session per request without ever closing it:
+# that, not the models, is what grew the server's memory request after request. A visitor whose
+# session falls out only loses the text selection kept for "Mask selection".
+SESSIONS = 128
 
 
 class BodyTooLarge(Exception):

@@ -16,7 +16,7 @@ from .inputs import MARKUP_HELP, hide_selection
 from .models import DemoError, ModelCache, parse_spec, spec_of
 from .render import CSS, legend_html, message_html
 from .run import ORDERS, SAMPLERS, Request, stream
-from .server import MAX_BODY, BodyLimit, trim_memory
+from .server import MAX_BODY, SESSIONS, BodyLimit, trim_memory
 from .stats import RunStats, progress_plot, stats_html
 
 log = logging.getLogger(__name__)
@@ -366,13 +366,18 @@ def build(
 
 
 def launch(blocks: gr.Blocks, concurrency: int = 2, max_body: int = MAX_BODY, **kwargs):
-    """Queue (bounded concurrency and length), cap request bodies, launch with the styling."""
+    """Queue (bounded concurrency and length), cap request bodies and the sessions kept in
+    memory (``demo.server``), launch with the styling."""
     from starlette.middleware import Middleware
 
     blocks.queue(default_concurrency_limit=concurrency, max_size=64)
     app_kwargs = {"middleware": [Middleware(BodyLimit, max_bytes=max_body)]}
     return blocks.launch(
-        css=CSS + PAGE_CSS, theme=gr.themes.Soft(), app_kwargs=app_kwargs, **kwargs
+        css=CSS + PAGE_CSS,
+        theme=gr.themes.Soft(),
+        app_kwargs=app_kwargs,
+        state_session_capacity=SESSIONS,
+        **kwargs,
     )
 
 
