@@ -84,9 +84,10 @@ _LIBC = _libc()
 def trim_memory() -> None:
     """Give freed heap memory back to the system (glibc's malloc_trim; a no-op elsewhere).
 
-    Each run allocates and frees tokenizer output, token views and tensors in the serving
-    thread's malloc arena; without a trim, glibc keeps those pages and the server's RSS ratchets
-    up with the number of threads that have served a run.
+    Each run allocates and frees tokenizer output, token views and tensors in whichever worker
+    thread served it; glibc keeps freed pages in per-thread arenas. Measured with
+    ``evals/load_test.py`` (8 clients x 40 requests, 2-core CPU): the server ended at 834 MB
+    (peak 845) with a trim after every run, at 892 MB (peak 921) without.
     """
     trim = getattr(_LIBC, "malloc_trim", None)
     if trim is not None:

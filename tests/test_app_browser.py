@@ -182,7 +182,9 @@ def test_three_lanes_stream_live_and_the_first_to_finish_is_the_fastest(page):
             if b == "done" and i not in done_order:
                 done_order.append(i)
     walls = [float(x) for x in re.findall(r"([\d.]+) s", page.locator("#stats table").inner_text())]
-    assert len(walls) == 3 and done_order == sorted(range(3), key=lambda i: walls[i])
+    assert len(walls) == 3 and sorted(done_order) == [0, 1, 2]
+    for a, b in zip(done_order, done_order[1:]):  # ms-apart finishes may share a frame
+        assert walls[a] <= walls[b] + 0.005, (done_order, walls)
     summary = page.locator("#stats ul.assd-summary").inner_text()
     assert re.search(r"(fewer|more) calls than sequential|as many calls", summary)
     assert "the speed of sequential on this input" in summary and "because" in summary
