@@ -12,6 +12,7 @@ from .samplers import (
     RoundTrace,
     SampleResult,
     Sequential,
+    fastest,
     generate,
     sample,
 )  # fmt: skip
@@ -22,5 +23,5 @@ __all__ = [
     "ASARM", "Batch", "Session", "make_batch", "load", "Loaded", "log_likelihood",
     "order_from_mask", "order_with_masked_order", "random_order", "random_subset_order",
     "ASSD", "MeanField", "Sequential", "RoundEvent", "RoundTrace", "SampleResult",
-    "generate", "sample", "infill", "Infilled",
+    "generate", "sample", "fastest", "infill", "Infilled",
 ]  # fmt: skip

@@ -18,7 +18,7 @@ import torch
 
 from .likelihood import log_likelihood
 from .loading import EMBEDDED, Loaded, load, resolve
-from .samplers import ASSD, MeanField, Sequential, sample
+from .samplers import ASSD, MeanField, Sequential, fastest, sample
 from .text import MarkupError, decode, infills_to_batch, parse_markup
 
 SAMPLERS = ("fastest", "assd", "one-call", "sequential", "mean-field")
@@ -138,7 +138,7 @@ def make_sampler(
                 "k: the fastest sampler chooses its own k; name a sampler to set it "
                 "(sampler='assd' or 'one-call')"
             )
-        return _fastest(model, temperature=t)
+        return fastest(model, temperature=t)
     kk = DEFAULT_K if k is None else k
     if sampler == "assd":
         return ASSD(k=kk, temperature=t)
@@ -151,17 +151,6 @@ def make_sampler(
             raise ValueError("k: sequential decoding takes no k (one token per call)")
         return Sequential(temperature=t)
     raise ValueError(f"sampler must be one of {SAMPLERS} or a sampler object, got {sampler!r}")
-
-
-def _fastest(model, *, temperature: float = 1.0):
-    """The library's fastest exact sampler for ``model`` on its device (``assd.fastest``)."""
-    import assd
-
-    # TODO(issue 10): assd.fastest lands on main with the sampler rework; drop this fallback then.
-    chooser = getattr(assd, "fastest", None)
-    if chooser is not None:
-        return chooser(model, temperature=temperature)
-    return ASSD(k=DEFAULT_K, temperature=temperature)
 
 
 def _texts(text) -> tuple[list[str], bool]:

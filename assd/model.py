@@ -22,6 +22,7 @@ Backends never sample; samplers never build attention masks.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
@@ -34,6 +35,7 @@ __all__ = [
     "ASARM",
     "Session",
     "make_batch",
+    "check_mask_id",
     "check_queries",
     "query_violations",
     "QUERY_RULES",
@@ -46,7 +48,7 @@ __all__ = [
 class Batch:
     """B sequences to infill. Positions at ranks >= n_prompt are generated (their token is ignored).
 
-    tokens:   [B, L] long   prompt tokens in place; other positions hold anything (e.g. mask id)
+    tokens:   [B, L] long   prompt tokens in place; other positions hold any id (e.g. the mask id)
     sigma:    [B, L] long   rank of each position
     n_prompt: [B] long      number of visible (prompt) positions
     length:   [B] long      real length of each row; positions/ranks beyond it are padding
@@ -56,6 +58,24 @@ class Batch:
     sigma: torch.Tensor
     n_prompt: torch.Tensor
     length: torch.Tensor
+
+    def __post_init__(self):
+        # Shapes and types only (no values, no device sync): values are make_batch's job.
+        for name in ("tokens", "sigma", "n_prompt", "length"):
+            if not isinstance(getattr(self, name), torch.Tensor):
+                t = type(getattr(self, name)).__name__
+                raise TypeError(f"Batch.{name} must be a torch tensor, got {t}: use make_batch")
+        if self.tokens.dim() != 2 or self.sigma.shape != self.tokens.shape:
+            raise ValueError(
+                f"Batch.tokens and Batch.sigma must both have shape [B, L], got "
+                f"{tuple(self.tokens.shape)} and {tuple(self.sigma.shape)}: use make_batch"
+            )
+        B = self.tokens.shape[0]
+        if self.n_prompt.shape != (B,) or self.length.shape != (B,):
+            raise ValueError(
+                f"Batch.n_prompt and Batch.length must have shape [B]=[{B}], got "
+                f"{tuple(self.n_prompt.shape)} and {tuple(self.length.shape)}: use make_batch"
+            )
 
     @property
     def pos_of_rank(self) -> torch.Tensor:  # [B, L]
@@ -72,6 +92,40 @@ class Batch:
         return replace(self, tokens=tokens)
 
 
+def _counts(x, name: str, device: torch.device) -> torch.Tensor:
+    """An int or integer tensor/sequence of per-row counts -> a long tensor (TypeError otherwise)."""
+    if isinstance(x, bool) or (isinstance(x, torch.Tensor) and x.dtype == torch.bool):
+        raise TypeError(f"{name} must be an int or an integer tensor, got a bool")
+    if isinstance(x, torch.Tensor):
+        t = x
+    elif isinstance(x, numbers.Integral):
+        if not -(2**63) <= int(x) < 2**63:
+            raise ValueError(f"{name} must fit in int64, got {int(x)}")
+        t = torch.tensor(int(x))
+    else:
+        try:
+            t = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+            raise TypeError(f"{name} must be an int or an integer tensor, got {x!r:.80}") from e
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(
+            f"{name} must be an int or an integer tensor, got {x!r:.80} ({t.dtype}): "
+            "counts of positions are whole numbers"
+        )
+    return t.to(device=device, dtype=torch.long)
+
+
+def check_mask_id(mask_id: int | None, vocab_size: int | None = None) -> int | None:
+    """Validate an optional mask token id (an int in [0, vocab_size)); returns it as an int."""
+    if mask_id is None:
+        return None
+    if isinstance(mask_id, bool) or not isinstance(mask_id, numbers.Integral):
+        raise TypeError(f"mask_id must be an int token id or None, got {mask_id!r}")
+    if mask_id < 0 or (vocab_size is not None and mask_id >= vocab_size):
+        raise ValueError(f"mask_id must lie in [0, vocab_size={vocab_size}), got {mask_id}")
+    return int(mask_id)
+
+
 def make_batch(
     tokens: torch.Tensor,
     sigma: torch.Tensor,
@@ -81,17 +135,28 @@ def make_batch(
     vocab_size: int | None = None,
     max_length: int | None = None,
     needs_prompt: bool = False,
+    mask_id: int | None = None,
 ) -> Batch:
     """Validate and assemble a :class:`Batch` (1-D inputs are treated as one sequence).
 
     Ragged rows: give ``length`` and put padding positions at the end of the row; their ranks
     must be >= length (``order_from_mask`` on a mask that marks padding as masked, then trimming
     ``length``, does that for you).
+
+    vocab_size: every token id must lie in [0, vocab_size) (masked and padding positions too:
+    a backend may embed them even though they never influence the result).
+    mask_id: the model's mask token id: the prompt must not contain it (a visible mask token is
+    almost always a position that was meant to be masked).
     """
     if not isinstance(tokens, torch.Tensor) or not isinstance(sigma, torch.Tensor):
-        raise TypeError("tokens and sigma must be torch tensors")
+        raise TypeError(
+            "tokens and sigma must be torch tensors, got "
+            f"{type(tokens).__name__} and {type(sigma).__name__}"
+        )
     if tokens.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"tokens must be an integer tensor of token ids, got {tokens.dtype}")
+    if sigma.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"sigma must be an integer tensor of ranks, got {sigma.dtype}")
     if tokens.dim() == 1:
         tokens = tokens.unsqueeze(0)
     if sigma.dim() == 1:
@@ -103,20 +168,27 @@ def make_batch(
             f"sigma shape {tuple(sigma.shape)} must match tokens shape {tuple(tokens.shape)}"
         )
     B, L = tokens.shape
-    n_prompt = torch.as_tensor(n_prompt, dtype=torch.long, device=tokens.device)
+    if B == 0:
+        raise ValueError("the batch is empty (tokens has 0 rows): give at least one sequence")
+    if L == 0:
+        raise ValueError("sequences are empty (tokens has 0 columns): give at least one position")
+    sigma = sigma.to(tokens.device)
+    n_prompt = _counts(n_prompt, "n_prompt", tokens.device)
     n_prompt = n_prompt.expand(B).clone() if n_prompt.dim() == 0 else n_prompt
     if length is None:
         length = torch.full((B,), L, dtype=torch.long, device=tokens.device)
-    length = torch.as_tensor(length, dtype=torch.long, device=tokens.device)
+    length = _counts(length, "length", tokens.device)
     if length.shape != (B,):
         raise ValueError(f"length must have shape [B]={B}, got {tuple(length.shape)}")
     if bool((length < 1).any()) or bool((length > L).any()):
         raise ValueError(f"length must lie in [1, L={L}] for every row")
     validate_order(sigma.long(), n_prompt, length)
-    if max_length is not None and int(length.max()) > max_length:
+    if max_length is not None and L > max_length:  # the padded width: what backends see
+        pad = int(length.max()) < L
         raise ValueError(
-            f"sequence length {int(length.max())} exceeds the model's maximum of {max_length} "
-            "tokens: shorten the input or mask fewer tokens"
+            f"sequence length {L}{' (padding included)' if pad else ''} exceeds the model's "
+            f"maximum of {max_length} tokens: "
+            + ("trim the padding columns" if pad else "shorten the input or mask fewer tokens")
         )
     if bool((n_prompt >= length).any()):
         raise ValueError("nothing to generate: every row needs at least one masked position")
@@ -132,13 +204,28 @@ def make_batch(
         raise ValueError(
             "padding ranks (>= length) must sit at positions >= length (pad at the end)"
         )
+    prompt = sigma < n_prompt[:, None]
     if vocab_size is not None:
-        prompt = sigma < n_prompt[:, None]
-        bad = prompt & ((tokens < 0) | (tokens >= vocab_size))
-        if bool(bad.any()):
+        bad = (tokens < 0) | (tokens >= vocab_size)
+        if bool((bad & prompt).any()):
             raise ValueError(
                 f"prompt token ids must lie in [0, vocab_size={vocab_size}); "
+                f"found {tokens[bad & prompt][:5].tolist()}"
+            )
+        if bool(bad.any()):
+            raise ValueError(
+                f"token ids at masked and padding positions must lie in [0, "
+                f"vocab_size={vocab_size}) too (they are placeholders: use the mask or pad id); "
                 f"found {tokens[bad][:5].tolist()}"
+            )
+    mask_id = check_mask_id(mask_id, vocab_size)
+    if mask_id is not None:
+        hit = prompt & (tokens == mask_id)
+        if bool(hit.any()):
+            b, p = (int(i) for i in hit.nonzero()[0])
+            raise ValueError(
+                f"the prompt contains the mask token (id {mask_id}) at row {b}, position {p}: "
+                "mark that position as masked (to be generated) or replace the token"
             )
     return Batch(tokens.long(), sigma.long(), n_prompt, length)
 
@@ -157,6 +244,12 @@ class Session(Protocol):
     ) -> torch.Tensor:  # [B, Q, V] logits (padding queries: anything finite)
         ...
 
+    # Optional, for models with a draft head (``ASARM.has_draft_head``; see ``assd.heads``):
+    # draft_logits(tokens, q_rank, q_ctx, q_feat) -> [B, Q, V]: the head's logits for the token at
+    # rank q_rank given ranks < q_ctx, reading ranks < q_feat through the target's states
+    # (valid for the current tokens: n_prompt <= q_feat <= q_ctx <= q_rank) and ranks
+    # q_feat .. q_ctx-1 as plain tokens. Cheap, approximate: proposals, never verification.
+
 
 @runtime_checkable
 class ASARM(Protocol):
@@ -166,6 +259,7 @@ class ASARM(Protocol):
     max_length: int | None  # longest sequence the model takes (None: no limit)
     needs_prompt: bool  # True if at least one visible token is required
     forbidden_ids: tuple[int, ...]  # never generated (mask, pad, ...): logit -inf before softmax
+    # has_draft_head: bool (optional, default False): sessions answer draft_logits
 
     @property
     def device(self) -> torch.device: ...

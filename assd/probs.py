@@ -17,18 +17,37 @@ def to_probs(
     x = logits.double() if logits.dtype == torch.float64 else logits.float()
     x = x / temperature
     if forbidden_ids:
-        x = x + _forbidden_bias(forbidden_ids, x.shape[-1], x.device, x.dtype)
+        x = x + forbidden_bias(forbidden_ids, x.shape[-1], x.device, x.dtype)
     return torch.softmax(x, dim=-1)
 
 
+def log_probs(
+    logits: torch.Tensor, temperature: float, forbidden_ids: tuple[int, ...] = ()
+) -> torch.Tensor:
+    """log of :func:`to_probs`, computed as a log-softmax (no float32 underflow to -inf)."""
+    x = logits.double() if logits.dtype == torch.float64 else logits.float()
+    x = x / temperature
+    if forbidden_ids:
+        x = x + forbidden_bias(forbidden_ids, x.shape[-1], x.device, x.dtype)
+    return torch.log_softmax(x, dim=-1)
+
+
 @functools.lru_cache(maxsize=32)
-def _forbidden_bias(
+def forbidden_bias(
     ids: tuple[int, ...], V: int, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
-    """[V] with -inf at the forbidden ids, built once per (ids, V, device, dtype)."""
+    """[V] with -inf at the forbidden ids (ids >= V do not exist and are ignored), 0 elsewhere.
+
+    Built once per (ids, V, device, dtype): the one definition of which tokens may be generated.
+    """
     bias = torch.zeros(V, dtype=dtype)
-    bias[[i for i in ids if i < V]] = float("-inf")
+    bias[[i for i in ids if 0 <= i < V]] = float("-inf")
     return bias.to(device)
+
+
+def allowed(ids: tuple[int, ...], V: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[V] 1 for tokens that may be generated, 0 for forbidden ones."""
+    return (forbidden_bias(ids, V, device, dtype) == 0).to(dtype)
 
 
 def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

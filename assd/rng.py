@@ -4,13 +4,35 @@ Samplers draw every random choice through an ``Rng``: a categorical draw and the
 acceptance test (the index of the first rejection). ``TorchRng`` uses a ``torch.Generator``;
 ``assd.exact`` swaps in an enumerating Rng that walks every outcome of the *same* sampler code,
 which is how the exactness tests compute a sampler's output distribution exactly.
+
+``generator(seed)`` builds the seeded ``torch.Generator`` callers pass to ``assd.sample``, with a
+clear error for seeds that ``torch.Generator.manual_seed`` would reject or silently wrap.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Protocol
 
 import torch
+
+MAX_SEED = 2**63  # seeds lie in [0, MAX_SEED): one signed 64-bit word
+
+
+def generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` (default: the CPU) seeded with ``seed``.
+
+    seed: an int in [0, 2**63) (bools and floats are refused: they are almost always a mistake).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"seed must be an int in [0, 2**63), got {type(seed).__name__} {seed!r:.40}"
+        )
+    if not 0 <= int(seed) < MAX_SEED:
+        raise ValueError(f"seed must lie in [0, 2**63) (a non-negative 63-bit int), got {seed}")
+    g = torch.Generator(device=device if device is not None else "cpu")
+    return g.manual_seed(int(seed))
 
 
 class Rng(Protocol):
@@ -25,16 +47,50 @@ class Rng(Protocol):
 
 
 class TorchRng:
-    """Draws with a ``torch.Generator`` (on the probabilities' device)."""
+    """Draws with a ``torch.Generator``, one block of uniforms per round.
+
+    Each round reads its uniforms from one block [B, width] drawn at the start of the round
+    (``start_round``); the width is learned in the first round (the block grows as the round
+    consumes it) and is the same in every later round, since a sampler's rounds consume fixed
+    shapes. So an eager round and a replayed CUDA graph of the same round read the same numbers:
+    the graph path gives the same tokens as the eager path for the same seed.
+    """
 
     def __init__(self, generator: torch.Generator | None = None):
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                "(assd.rng.generator(seed) makes one from an int seed)"
+            )
         self.generator = generator
+        self.width = 0  # uniforms per row per round
+        self.block: torch.Tensor | None = None  # [B, >= width] this round's uniforms
+        self.used = 0
+        self.frozen = False  # True while a round is captured: the block may not grow
+
+    def draw(self, shape, device) -> torch.Tensor:
+        """Fresh uniforms [shape] float32 from the generator, on ``device``."""
+        g = self.generator
+        u = torch.rand(shape, generator=g, device=g.device if g is not None else device)
+        return u.to(device)
+
+    def start_round(self, batch_size: int, device) -> None:
+        self.used = 0
+        self.block = self.draw((batch_size, self.width), device)
 
     def _uniform(self, shape, like: torch.Tensor) -> torch.Tensor:
-        g = self.generator
-        if g is not None and g.device.type != like.device.type:
-            return torch.rand(shape, generator=g, dtype=like.dtype).to(like.device)
-        return torch.rand(shape, generator=g, dtype=like.dtype, device=like.device)
+        B, n = shape[0], math.prod(shape[1:])
+        if self.block is None or self.block.shape[0] != B:  # used outside the sampling loop
+            self.start_round(B, like.device)
+        if self.used + n > self.block.shape[1]:
+            if self.frozen:
+                raise RuntimeError("a captured round asked for more random numbers than its block")
+            extra = self.draw((B, self.used + n - self.block.shape[1]), like.device)
+            self.block = torch.cat([self.block, extra], 1)
+            self.width = max(self.width, self.block.shape[1])
+        u = self.block[:, self.used : self.used + n].reshape(shape)
+        self.used += n
+        return u.to(like.dtype)
 
     def categorical(self, probs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         # Inverse CDF: one uniform per draw, works on any device and batch shape.

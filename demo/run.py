@@ -75,18 +75,10 @@ class Frame:
     max_length: int | None = None
 
 
-def fastest(model, temperature: float):
-    """The library's fastest exact sampler for this model and device."""
-    chooser = getattr(assd, "fastest", None)  # TODO(issue 10): call assd.fastest once on main
-    if chooser is None:
-        return assd.ASSD(k=5, temperature=temperature)
-    return chooser(model, temperature=temperature)
-
-
 def exact_sampler(kind: str, model, k: int, temperature: float) -> tuple[object, str, str]:
     """-> (sampler, its display name, lane kind)."""
     if kind == "fastest":
-        s = fastest(model, temperature)
+        s = assd.fastest(model, temperature=temperature)
         lane = "sequential" if isinstance(s, assd.Sequential) else "assd"
         return s, f"fastest exact: {s.name}", lane
     if kind == "assd":

@@ -15,7 +15,8 @@ from pathlib import Path
 WIKITEXT_ROWS = "eval/wikitext2/test.hf_rows.jsonl.gz"
 WIKITEXT_RAW = "eval/wikitext2/wiki.test.raw.gz"
 ROCSTORIES = "eval/rocstories/cloze_test_val__spring2016.csv"
-HUMANEVAL_SINGLE_LINE = "eval/humaneval_infilling/HumanEval-SingleLineInfilling.jsonl.gz"
+HUMANEVAL_DIR = "eval/humaneval_infilling"
+HUMANEVAL_SINGLE_LINE = f"{HUMANEVAL_DIR}/HumanEval-SingleLineInfilling.jsonl.gz"
 HUMANEVAL_FIELDS = ("task_id", "prompt", "suffix", "canonical_solution", "test", "entry_point")
 
 
@@ -50,18 +51,21 @@ def load_wikitext2(data_dir: str | Path | None) -> list[str]:
         return f.read().splitlines(keepends=True)
 
 
-def pack_tokens(texts: list[str], encode, length: int, n: int | None = None) -> list[list[int]]:
-    """Concatenate the token ids of every non-empty row and cut them into chunks of ``length``.
+def pack_tokens(
+    texts: list[str], encode, length: int, n: int | None = None, skip_empty: bool = True
+) -> list[list[int]]:
+    """Concatenate the token ids of the rows and cut them into chunks of ``length``.
 
-    ``encode(text) -> list[int]`` (no special tokens). Stops after ``n`` chunks (None: all).
-    The last partial chunk is dropped, so every sequence has exactly ``length`` tokens.
+    ``encode(text) -> list[int]``. Stops after ``n`` chunks (None: all). The last partial chunk
+    is dropped, so every sequence has exactly ``length`` tokens. ``skip_empty``: rows that are
+    only whitespace contribute nothing (the embedded models' packing); the paper keeps them.
     """
     if length < 2:
         raise ValueError(f"length must be >= 2, got {length}")
     out: list[list[int]] = []
     buf: list[int] = []
     for t in texts:
-        if not t.strip():
+        if skip_empty and not t.strip():
             continue
         buf.extend(encode(t))
         while len(buf) >= length:
@@ -70,6 +74,31 @@ def pack_tokens(texts: list[str], encode, length: int, n: int | None = None) -> 
             if n is not None and len(out) >= n:
                 return out
     return out
+
+
+def paper_row_encoder(tokenizer):
+    """The paper's WikiText packing of one row: the tokenizer's encoding *with* its special
+    tokens (XLNet appends ``<sep> <cls>``), then the end-of-document token (XLNet's ``</s>``)."""
+    eod = getattr(tokenizer, "eos_token_id", None)
+    if eod is None:
+        raise ValueError(
+            "paper packing needs an end-of-document token (tokenizer.eos_token): "
+            "use --packing plain for this model"
+        )
+
+    def encode(text: str) -> list[int]:
+        return list(tokenizer(text)["input_ids"]) + [int(eod)]
+
+    return encode
+
+
+def plain_row_encoder(tokenizer):
+    """The embedded models' packing of one row: its tokens, no special tokens."""
+
+    def encode(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return encode
 
 
 @dataclass(frozen=True)
@@ -104,12 +133,54 @@ def load_rocstories(data_dir: str | Path | None, path: str | Path | None = None)
     return stories
 
 
+HUMANEVAL_BENCHMARKS = {
+    "single-line": "SingleLineInfilling",
+    "multi-line": "MultiLineInfilling",
+    "random-span": "RandomSpanInfilling",
+    "random-span-light": "RandomSpanInfillingLight",
+}
+
+
+def humaneval_sources(
+    spec: str | None, data_dir: str | Path | None
+) -> list[tuple[str, Path | None]]:
+    """``--humaneval`` -> [(benchmark name, file or None for the Hub)].
+
+    spec: comma list of names (single-line, multi-line, random-span, random-span-light) and/or
+    paths of HumanEval-infilling .jsonl(.gz) files; None = single-line.
+    """
+    out = []
+    for item in (spec or "single-line").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item in HUMANEVAL_BENCHMARKS:
+            name = f"HumanEval-{HUMANEVAL_BENCHMARKS[item]}"
+            out.append(
+                (
+                    name,
+                    None
+                    if data_dir is None
+                    else Path(data_dir) / HUMANEVAL_DIR / f"{name}.jsonl.gz",
+                )
+            )
+        else:
+            p = Path(item)
+            out.append((p.name.removesuffix(".gz").removesuffix(".jsonl"), p))
+    if not out:
+        raise ValueError(
+            "--humaneval names no benchmark: e.g. single-line,multi-line or a file path"
+        )
+    return out
+
+
 def load_humaneval_infilling(
     data_dir: str | Path | None,
     path: str | Path | None = None,
     benchmark: str = "SingleLineInfilling",
 ) -> list[dict]:
-    """HumanEval-infilling problems (single-line by default, any benchmark file by ``path``).
+    """HumanEval-infilling problems (single-line by default, any benchmark file by ``path``);
+    each row gets a ``benchmark`` field (the file's name).
 
     Online (``data_dir=None`` and no path): the Hub copy ``loubnabnl/humaneval_infilling``.
     """
@@ -118,16 +189,39 @@ def load_humaneval_infilling(
 
         # A script dataset: its parquet conversion loads with current ``datasets``.
         ds = load_dataset(
-            "loubnabnl/humaneval_infilling", f"HumanEval-{benchmark}", split="test",
+            "loubnabnl/humaneval_infilling",
+            f"HumanEval-{benchmark}",
+            split="test",
             revision="refs/convert/parquet",
-        )  # fmt: skip
+        )
         rows = [dict(r) for r in ds]
+        name = f"HumanEval-{benchmark}"
     else:
         p = Path(path) if path is not None else Path(data_dir) / HUMANEVAL_SINGLE_LINE
         with _open_text(_need(p, "HumanEval-infilling file")) as f:
             rows = [json.loads(line) for line in f if line.strip()]
+        name = p.name.removesuffix(".gz").removesuffix(".jsonl")
     for r in rows:
         missing = [k for k in HUMANEVAL_FIELDS if k not in r]
         if missing:
             raise ValueError(f"HumanEval-infilling row {r.get('task_id')!r} lacks fields {missing}")
+        r["benchmark"] = name
     return rows
+
+
+def load_humaneval_sets(
+    spec: str | None, data_dir: str | Path | None
+) -> list[tuple[str, list[dict]]]:
+    """Every benchmark named by ``--humaneval`` -> [(name, problems)]; task ids must be unique."""
+    sets, seen = [], set()
+    for name, path in humaneval_sources(spec, data_dir):
+        bench = name.removeprefix("HumanEval-")
+        probs = load_humaneval_infilling(data_dir, path, bench)
+        dup = seen & {p["task_id"] for p in probs}
+        if dup:
+            raise ValueError(
+                f"{name}: task ids {sorted(dup)[:3]} also occur in another benchmark file"
+            )
+        seen |= {p["task_id"] for p in probs}
+        sets.append((name, probs))
+    return sets

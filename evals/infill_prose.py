@@ -7,8 +7,6 @@ scored against the missing text with ROUGE-1/2/L (x100).
 
 from __future__ import annotations
 
-import traceback
-
 import torch
 from tqdm.auto import tqdm
 
@@ -18,7 +16,7 @@ from assd.text import Infill, decode, infills_to_batch
 from .data import Story
 from .metrics import rouge, rouge_scores
 from .stats import summary
-from .store import Store
+from .store import Store, shard
 
 SETTINGS = {"1/5": (2, 3), "3/5": (1, 4)}  # masked sentence range [a, b) of the five
 
@@ -80,42 +78,53 @@ def infill_batch(lm: assd.Loaded, parts: list[tuple[str, str, str]], sampler, g:
 
 
 def run(
-    lm: assd.Loaded, stories: list[Story], store: Store, k: int, seed: int,
-    settings: tuple[str, ...] = ("1/5", "3/5"), batch_size: int = 8,
-) -> list[dict]:  # fmt: skip
-    """Every (setting, story) not yet in ``store``, in batches; a failing batch is retried per item."""
-    todo = [(st, s) for st in settings for s in stories if not store.done(f"{st}/{s.id}")]
-    bar = tqdm(total=len(todo), desc="rocstories", unit="story")
-    for i in range(0, len(todo), batch_size):
-        chunk = todo[i : i + batch_size]
-        try:
-            _run_chunk(lm, chunk, store, k, seed + i)
-        except Exception:  # noqa: BLE001 - isolate the bad item(s)
-            for item in chunk:
-                try:
-                    _run_chunk(lm, [item], store, k, seed + i)
-                except Exception as e:  # noqa: BLE001
-                    store.add({"id": f"{item[0]}/{item[1].id}", "setting": item[0], "error": repr(e),
-                               "traceback": traceback.format_exc(limit=5)})  # fmt: skip
+    lm: assd.Loaded,
+    stories: list[Story],
+    store: Store,
+    k: int,
+    seed: int,
+    settings: tuple[str, ...] = ("1/5", "3/5"),
+    batch_size: int = 8,
+    rank: int = 0,
+    world: int = 1,
+) -> list[dict]:
+    """Every (setting, story) of this process's share not yet in ``store``, in batches fixed by
+    position (one process or several give the same samples); a failing batch is retried per
+    item and a failing item is recorded."""
+    items = [(st, s) for st in settings for s in stories]
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    mine = shard(list(enumerate(batches)), rank, world)
+    todo = [[it for it in b if not store.done(f"{it[0]}/{it[1].id}")] for _, b in mine]
+    bar = tqdm(total=sum(map(len, todo)), desc="rocstories", unit="story")
+    for (j, _), chunk in zip(mine, todo):
+        if chunk:
+            s = seed + j * batch_size
+            store.run_chunk(chunk, lambda c, s=s: _run_chunk(lm, c, store, k, s), _item_id)
         bar.update(len(chunk))
     bar.close()
     return store.records()
 
 
-def _run_chunk(lm, chunk, store: Store, k: int, seed: int) -> None:
+def _item_id(item: tuple[str, Story]) -> str:
+    return f"{item[0]}/{item[1].id}"
+
+
+def _run_chunk(lm, chunk, store: Store, k: int, seed: int) -> list:
     parts = [split_story(s, st) for st, s in chunk]
     g = torch.Generator().manual_seed(seed)
     texts, results, infills = infill_batch(lm, parts, assd.ASSD(k), g)
     refs = [m.strip() for _, m, _ in parts]
     preds = [t.strip() for t in texts]
+    scores = rouge_scores(preds, refs)
     for (st, s), (p, _m, x), pred, ref, res, sc, inf in zip(
-        chunk, parts, preds, refs, results, rouge_scores(preds, refs), infills
+        chunk, parts, preds, refs, results, scores, infills
     ):
-        store.add({
-            "id": f"{st}/{s.id}", "setting": st, "story": s.id, "seed": seed, "prefix": p,
-            "suffix": x, "reference": ref, "prediction": pred, "n_masked": inf.n_masked, "length": len(inf.ids),
-            "nfe": res.nfe, "rounds": res.rounds, "tokens_per_call": res.tokens_per_call, **sc,
-        })  # fmt: skip
+        rec = {"id": _item_id((st, s)), "setting": st, "story": s.id, "seed": seed}
+        rec |= {"prefix": p, "suffix": x, "reference": ref, "prediction": pred}
+        rec |= {"n_masked": inf.n_masked, "length": len(inf.ids), "nfe": res.nfe}
+        rec |= {"rounds": res.rounds, "tokens_per_call": res.tokens_per_call, **sc}
+        store.add(rec)
+    return []
 
 
 def summarize(records: list[dict]) -> dict:

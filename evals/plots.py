@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _figure(ncols: int = 1, figsize: tuple[float, float] = (7, 4)):
+    """A figure with ``ncols`` axes, not registered with pyplot (no GUI backend, no leaks)."""
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(1, ncols)
+    return fig, axes
 
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -24,7 +27,7 @@ def calls_histogram(records: list[dict], path: Path) -> Path:
     for r in records:
         if r.get("exact", True):
             by.setdefault(r["sampler"], []).append(r["nfe"])
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure(1, (7, 4))
     allv = [v for vs in by.values() for v in vs]
     bins = np.linspace(min(allv), max(allv) + 1, 25) if allv else 10
     for name, vs in by.items():
@@ -40,13 +43,18 @@ def calls_histogram(records: list[dict], path: Path) -> Path:
 
 def quality_vs_calls(summary: dict, path: Path) -> Path:
     """Perplexity and entropy vs mean calls: exact samplers (points) vs mean-field (line)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = _figure(2, (11, 4))
     for ax, metric, label in (
         (axes[0], "ppl", "generative perplexity"),
         (axes[1], "entropy", "unigram entropy (bits)"),
     ):
-        mf = sorted(((s["nfe"]["mean"], s[metric]["mean"], s[metric]["sem"], n) for n, s in summary.items()
-                     if not s.get("exact", True)))  # fmt: skip
+        mf = sorted(
+            (
+                (s["nfe"]["mean"], s[metric]["mean"], s[metric]["sem"], n)
+                for n, s in summary.items()
+                if not s.get("exact", True)
+            )
+        )
         if mf:
             x, y, e, _ = zip(*mf)
             ax.errorbar(
@@ -67,8 +75,14 @@ def quality_vs_calls(summary: dict, path: Path) -> Path:
                 )
         for n, s in summary.items():
             if s.get("exact", True):
-                ax.errorbar(s["nfe"]["mean"], s[metric]["mean"], yerr=np.nan_to_num(s[metric]["sem"]),
-                            marker="o", linestyle="none", label=n)  # fmt: skip
+                ax.errorbar(
+                    s["nfe"]["mean"],
+                    s[metric]["mean"],
+                    yerr=np.nan_to_num(s[metric]["sem"]),
+                    marker="o",
+                    linestyle="none",
+                    label=n,
+                )
         ax.set_xlabel("mean network calls per sequence")
         ax.set_ylabel(label)
         if metric == "ppl":
@@ -85,7 +99,7 @@ def acceptance_per_round(records: list[dict], path: Path, bins: int = 20) -> Pat
     for r in records:
         if r.get("exact", True) and r.get("acceptance_rate") is not None:
             by.setdefault(r["sampler"], []).append(r)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = _figure(2, (11, 4))
     edges = np.linspace(0, 1, bins + 1)
     for name, rows in by.items():
         acc = [a for r in rows for a in r["round_accepted"]]
@@ -121,7 +135,7 @@ def acceptance_per_round(records: list[dict], path: Path, bins: int = 20) -> Pat
 
 def k_by_length(summary: dict, path: Path) -> Path:
     """Tokens per call of ASSD as a function of k, one line per sequence length."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure(1, (6, 4))
     Ls = sorted({c["L"] for c in summary.values()})
     for L in Ls:
         cells = sorted(
@@ -138,15 +152,20 @@ def k_by_length(summary: dict, path: Path) -> Path:
 def r_atol(summary: dict, path: Path) -> Path:
     """Acceptance and perplexity as lossy acceptance (r_atol) grows."""
     xs = sorted(summary, key=float)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = _figure(2, (10, 4))
     axes[0].plot(
         [float(x) for x in xs], [summary[x]["acceptance_rate"]["mean"] for x in xs], marker="o"
     )
-    axes[0].set_xlabel("r_atol")
     axes[0].set_ylabel("acceptance rate")
-    axes[1].errorbar([float(x) for x in xs], [summary[x]["ppl"]["mean"] for x in xs],
-                     yerr=np.nan_to_num([summary[x]["ppl"]["sem"] for x in xs]), marker="o")  # fmt: skip
-    axes[1].set_xlabel("r_atol")
+    axes[1].errorbar(
+        [float(x) for x in xs],
+        [summary[x]["ppl"]["mean"] for x in xs],
+        yerr=np.nan_to_num([summary[x]["ppl"]["sem"] for x in xs]),
+        marker="o",
+    )
     axes[1].set_ylabel("generative perplexity")
+    for ax in axes:  # the paper's values span 1e-4 .. 1e-1 and 0
+        ax.set_xscale("symlog", linthresh=1e-4)
+        ax.set_xlabel("r_atol (accept iff u < min(1, p/q + r_atol))")
     fig.suptitle("Lossy acceptance (r_atol > 0 is not exact)")
     return _save(fig, path)

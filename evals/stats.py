@@ -55,6 +55,36 @@ def compare(
     return out
 
 
+def difference(
+    reference: Sequence[float], other: Sequence[float], paired: bool = True, power: float = 0.8
+) -> dict[str, float]:
+    """What the data can say about equality: mean(other) - mean(reference), its 95% confidence
+    interval (paired t when item i of both lists comes from the same prompt, else Welch), and
+    the smallest true difference a two-sided 5% t-test would detect with probability ``power``.
+
+    "No significant difference" is only as strong as this: differences outside the interval are
+    ruled out at 95%, differences below the detectable one could go unnoticed.
+    """
+    from scipy import stats as st
+
+    a, b = np.asarray(reference, dtype=float), np.asarray(other, dtype=float)
+    out = {"diff": math.nan, "ci95_low": math.nan, "ci95_high": math.nan, "detectable": math.nan}
+    if len(a) < 2 or len(b) < 2:
+        return out
+    if paired and len(a) == len(b):
+        d = b - a
+        se, dof = float(d.std(ddof=1)) / math.sqrt(len(d)), len(d) - 1
+    else:
+        va, vb = float(a.var(ddof=1)) / len(a), float(b.var(ddof=1)) / len(b)
+        se = math.sqrt(va + vb)
+        dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se > 0 else 1
+    diff = float(b.mean() - a.mean())
+    t = float(st.t.ppf(0.975, dof))
+    out.update(diff=diff, ci95_low=diff - t * se, ci95_high=diff + t * se)
+    out["detectable"] = float((t + st.t.ppf(power, dof)) * se)
+    return out
+
+
 def _p(f) -> float:
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():

@@ -40,12 +40,27 @@ def test_k_wrong_type():
         ASSD(k=2.5)
 
 
-@pytest.mark.parametrize("t", [0.0, -1.0])
-def test_temperature_not_positive(t):
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+@pytest.mark.parametrize("t", [0.0, -1.0, float("inf"), float("nan")])
+def test_temperature_not_positive_and_finite(t):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         ASSD(temperature=t)
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         Sequential(temperature=t)
+
+
+def test_absurd_k_is_refused_and_large_k_allocates_only_what_can_matter():
+    with pytest.raises(ValueError, match="k=1000000000 proposals per round"):
+        ASSD(k=10**9)
+    # k far beyond the masked count: shapes are capped at the 3 tokens to generate.
+    model = ToyASARM(3, 4)
+    tokens, sigma, P = batch_of([False, True, True, True])
+    sampler = ASSD(k=1000, one_call=True)
+    state = sampler.init(make_batch(tokens, sigma, P), (), 3)
+    assert state.k == 3 and tuple(state.next_q.shape) == (1, 3, 3)
+    res = assd.sample(
+        model, make_batch(tokens, sigma, P), sampler, torch.Generator().manual_seed(0)
+    )
+    assert res[0].n_generated == 3 and res[0].nfe <= 3
 
 
 def test_bad_sampler_options():

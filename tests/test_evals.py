@@ -11,8 +11,7 @@ import pytest
 
 from evals import data, metrics, report, stats
 from evals.infill_prose import fit, split_story
-from evals.sandbox import humaneval_program, run_many, run_program
-from evals.store import Store
+from evals.store import Store, shard
 
 PROBLEM = {
     "task_id": "Toy/0/L0",
@@ -85,78 +84,52 @@ def test_summary():
     assert stats.summary([])["n"] == 0
 
 
-# -- sandbox -------------------------------------------------------------------------------------
-def test_sandbox_known_completion_passes_wrong_fails():
-    good = run_program(humaneval_program(PROBLEM, PROBLEM["canonical_solution"]), timeout=5)
-    bad = run_program(humaneval_program(PROBLEM, "    return a - b\n"), timeout=5)
-    syntax = run_program(humaneval_program(PROBLEM, "    return a +\n"), timeout=5)
-    assert good.passed and good.status == "passed"
-    assert not bad.passed and bad.status == "failed" and "AssertionError" in bad.stderr
-    assert not syntax.passed and "SyntaxError" in syntax.stderr
-
-
-def test_sandbox_stops_infinite_loop():
-    r = run_program("while True:\n    pass\n", timeout=1.0)
-    assert r.status == "timeout" and not r.passed
-    assert r.seconds < 10
-
-
-def test_sandbox_stops_memory_hog():
-    r = run_program("x = bytearray(2 * 1024 ** 3)\nprint(len(x))\n", timeout=5, memory_mb=256)
-    assert r.status == "memory" and not r.passed
-
-
-def test_sandbox_has_no_network_and_own_directory(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    net = run_program(
-        "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)\n", timeout=5
-    )
-    assert not net.passed
-    r = run_program(
-        "open('marker.txt', 'w').write('x')\nimport os\nprint(os.getcwd())\n", timeout=5
-    )
-    assert r.passed and not (tmp_path / "marker.txt").exists()
-    env = run_program(
-        "import os, sys\nassert 'HTTP_PROXY' not in os.environ\nassert sys.flags.isolated\n"
-    )
-    assert env.passed, env.stderr
-
-
-def test_sandbox_network_namespace_blocks_raw_sockets():
-    from evals.sandbox import unshare_prefix
-
-    if not unshare_prefix():
-        pytest.skip(
-            "no unprivileged network namespace here (sockets are disabled by the prelude only)"
-        )
-    prog = "import _socket\ns = _socket.socket()\ns.settimeout(3)\ns.connect(('1.1.1.1', 80))\n"
-    r = run_program(prog, timeout=10)
-    assert not r.passed and "OSError" in r.stderr  # unreachable: the namespace has no interfaces
-
-
-def test_run_many_keeps_order():
-    progs = ["import sys; sys.exit(0)", "import sys; sys.exit(3)", "pass"]
-    assert [r.passed for r in run_many(progs, workers=2, timeout=5)] == [True, False, True]
-
-
-def test_real_humaneval_canonical_solution_passes():
-    f = Path(__file__).resolve().parents[2] / "shared" / "data" / data.HUMANEVAL_SINGLE_LINE
-    if not f.exists():
-        pytest.skip("shared data not available")
-    probs = data.load_humaneval_infilling(None, f)[:2]
-    res = run_many([humaneval_program(p, p["canonical_solution"]) for p in probs], timeout=10)
-    assert all(r.passed for r in res), [r.stderr for r in res]
-    assert not run_program(humaneval_program(probs[0], "    pass\n"), timeout=10).passed
+# -- stats: what equality claims rest on --------------------------------------------------------
+def test_difference_interval_and_detectable_difference():
+    a = [10.0, 12.0, 11.0, 13.0, 9.0]
+    b = [11.0, 13.5, 11.5, 14.0, 10.5]  # differences 1, 1.5, 0.5, 1, 1.5: mean 1.1, sd 0.4183
+    d = stats.difference(a, b)
+    se = 0.41833 / math.sqrt(5)
+    assert d["diff"] == pytest.approx(1.1)
+    assert d["ci95_low"] == pytest.approx(1.1 - 2.7764 * se, abs=1e-3)  # t(0.975, 4) = 2.7764
+    assert d["ci95_high"] == pytest.approx(1.1 + 2.7764 * se, abs=1e-3)
+    assert d["detectable"] == pytest.approx((2.7764 + 0.9410) * se, abs=1e-3)  # t(0.8, 4)
+    # more data, same spread: a narrower interval and a smaller detectable difference
+    big = stats.difference(a * 20, [x + e for x, e in zip(a * 20, NOISE * 9)])
+    assert big["detectable"] < d["detectable"] and big["ci95_low"] < 0 < big["ci95_high"]
+    assert math.isnan(stats.difference([1.0], [2.0])["diff"])
 
 
 # -- data, store, infill helpers, report ---------------------------------------------------------
+def _lengths(text: str) -> list[int]:
+    return [len(w) for w in text.split()]
+
+
 def test_pack_tokens_cuts_equal_chunks():
-    enc = lambda t: [len(w) for w in t.split()]  # noqa: E731
-    seqs = data.pack_tokens(["a bb ccc", "", "dddd e", "ff ggg hhhh"], enc, 3)
+    seqs = data.pack_tokens(["a bb ccc", "", "dddd e", "ff ggg hhhh"], _lengths, 3)
     assert seqs == [[1, 2, 3], [4, 1, 2]]  # the partial tail [3, 4] is dropped
-    assert data.pack_tokens(["a b c d e f g"], enc, 2, n=2) == [[1, 1], [1, 1]]
+    assert data.pack_tokens(["a b c d e f g"], _lengths, 2, n=2) == [[1, 1], [1, 1]]
     with pytest.raises(ValueError):
-        data.pack_tokens(["a"], enc, 1)
+        data.pack_tokens(["a"], _lengths, 1)
+
+
+def test_paper_packing_keeps_special_tokens_and_empty_rows():
+    from conftest import make_tokenizer
+
+    tok = make_tokenizer()
+    with pytest.raises(ValueError, match="end-of-document"):
+        data.paper_row_encoder(tok)  # this tokenizer has no eos token
+    tok.eos_token = "<eod>"
+    eod = tok.convert_tokens_to_ids("<eod>")
+    enc = data.paper_row_encoder(tok)
+    assert enc("The cat sat.") == list(tok("The cat sat.")["input_ids"]) + [eod]
+    assert enc("") == list(tok("")["input_ids"]) + [eod]  # an empty row still adds tokens
+    rows = ["The cat sat.", "", " \n", "The dog sat."]
+    whole = [t for r in rows for t in enc(r)]  # every row, the empty ones too
+    assert data.pack_tokens(rows, enc, len(whole), skip_empty=False) == [whole]
+    assert whole.count(eod) == 4
+    plain = data.pack_tokens(rows, data.plain_row_encoder(tok), 2)
+    assert eod not in [t for s in plain for t in s]
 
 
 def test_loaders_read_local_files(tmp_path):
@@ -173,13 +146,42 @@ def test_loaders_read_local_files(tmp_path):
     he = tmp_path / "he.jsonl.gz"
     with gzip.open(he, "wt") as f:
         f.write(json.dumps(PROBLEM) + "\n")
-    assert data.load_humaneval_infilling(None, he) == [PROBLEM]
+    assert data.load_humaneval_infilling(None, he) == [{**PROBLEM, "benchmark": "he"}]
     with gzip.open(he, "wt") as f:
         f.write(json.dumps({"task_id": "x", "prompt": ""}) + "\n")
     with pytest.raises(ValueError, match="lacks fields"):
         data.load_humaneval_infilling(None, he)
     with pytest.raises(FileNotFoundError, match="--data"):
         data.load_rocstories(tmp_path / "nowhere")
+
+
+def write_humaneval(path: Path, prefix: str, n: int) -> None:
+    """A small benchmark file in HumanEval-infilling's format (task ids prefixed per file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as f:
+        for i in range(n):
+            f.write(json.dumps({**PROBLEM, "task_id": f"{prefix}/Toy/{i}/L0"}) + "\n")
+
+
+def test_humaneval_benchmarks_by_name_and_path(tmp_path):
+    d = tmp_path / "data"
+    root = d / "eval" / "humaneval_infilling"
+    write_humaneval(root / "HumanEval-SingleLineInfilling.jsonl.gz", "SingleLineInfilling", 3)
+    write_humaneval(root / "HumanEval-MultiLineInfilling.jsonl.gz", "MultiLineInfilling", 2)
+    extra = tmp_path / "HumanEval-RandomSpanInfilling.jsonl.gz"
+    write_humaneval(extra, "RandomSpanInfilling", 1)
+    sets = data.load_humaneval_sets(f"single-line,multi-line,{extra}", d)
+    assert [(n, len(p)) for n, p in sets] == [
+        ("HumanEval-SingleLineInfilling", 3),
+        ("HumanEval-MultiLineInfilling", 2),
+        ("HumanEval-RandomSpanInfilling", 1),
+    ]
+    assert {p["benchmark"] for p in sets[1][1]} == {"HumanEval-MultiLineInfilling"}
+    assert [n for n, _ in data.load_humaneval_sets(None, d)] == ["HumanEval-SingleLineInfilling"]
+    with pytest.raises(FileNotFoundError, match="HumanEval-infilling file"):
+        data.load_humaneval_sets("random-span-light", d)
+    with pytest.raises(ValueError, match="also occur"):
+        data.load_humaneval_sets("single-line,single-line", d)
 
 
 def test_store_resumes_and_retries_errors(tmp_path):
@@ -195,6 +197,56 @@ def test_store_resumes_and_retries_errors(tmp_path):
     assert again.records()[1]["v"] is None  # strict JSON: nan -> null
 
 
+def test_store_records_errors_in_one_place(tmp_path):
+    st = Store(tmp_path / "x.jsonl")
+    with st.guard("bad", seq=3):
+        raise KeyError("missing")
+    with st.guard("good"):
+        st.add({"id": "good", "v": 1})
+    (err,) = st.errors()
+    assert err["id"] == "bad" and err["seq"] == 3 and err["error"] == "KeyError('missing')"
+    assert "raise KeyError" in err["traceback"] and st.done("good")
+    with pytest.raises(KeyboardInterrupt), st.guard("stop"):  # not an Exception: not swallowed
+        raise KeyboardInterrupt
+
+    def fn(chunk):
+        if 2 in chunk:
+            raise ValueError(f"bad item in {chunk}")
+        return [x * 10 for x in chunk]
+
+    out = st.run_chunk([1, 2, 3], fn, lambda x: f"item{x}")
+    assert out == [10, 30] and [e["id"] for e in st.errors()] == ["bad", "item2"]
+    assert st.run_chunk([4, 5], fn, str) == [40, 50]
+
+
+def test_store_shards_merge_into_one_file(tmp_path):
+    f = tmp_path / "spec.jsonl"
+    r0, r1 = Store(f, 0, 2), Store(f, 1, 2)
+    r0.add({"id": "a", "v": 0})
+    r1.add({"id": "b", "error": "boom"})
+    r1.add({"id": "c", "v": 2})
+    assert not f.exists() and sorted(p.name for p in r0.shards()) == [
+        "spec.rank0.jsonl",
+        "spec.rank1.jsonl",
+    ]
+    resumed = Store(f, 0, 3)  # another process count still sees every finished item
+    assert resumed.done("a") and resumed.done("c") and not resumed.done("b")
+    Store(f, 1, 3).add({"id": "b", "v": 1})  # the retry succeeds elsewhere: it wins
+    main = Store(f)
+    main.merge()
+    assert not main.shards()
+    lines = [json.loads(x) for x in f.read_text().splitlines()]
+    assert sorted((r["id"], r.get("v")) for r in lines) == [("a", 0), ("b", 1), ("c", 2)]
+
+
+def test_shard_is_disjoint_and_complete():
+    items = list(range(17))
+    parts = [shard(items, r, 3) for r in range(3)]
+    assert sorted(x for p in parts for x in p) == items
+    assert parts[1] == [1, 4, 7, 10, 13, 16]
+    assert shard(items, 0, 1) == items
+
+
 def test_fit_keeps_blank_and_near_context():
     from assd.text import Infill
 
@@ -207,60 +259,131 @@ def test_fit_keeps_blank_and_near_context():
         fit(inf, 2)
 
 
-def test_report_prints_paper_numbers_beside_ours():
-    summ = {m: {"mean": 1.0, "sem": 0.1, "std": 0.2, "n": 4} for m in
-            ("nfe", "rounds", "tokens_per_call", "acceptance_rate", "seconds", "ppl", "entropy")}  # fmt: skip
-    res = {
+SUMM = {
+    m: {"mean": 1.0, "sem": 0.1, "std": 0.2, "n": 4}
+    for m in ("nfe", "rounds", "tokens_per_call", "acceptance_rate", "seconds", "ppl", "entropy")
+}
+TESTS = {
+    "n": 4,
+    "t_test_paired": 0.5,
+    "t_test_ind": 0.6,
+    "wilcoxon": 0.7,
+    "mann_whitney": 0.8,
+    "ks": 0.9,
+    "diff": 0.25,
+    "ci95_low": -1.5,
+    "ci95_high": 2.0,
+    "detectable": 2.75,
+}
+
+
+def _results(spec_cfg: dict, code_summary: dict, code_cfg: dict) -> dict:
+    run = {"run_id": "r", "model": "m", "code_model": "c", "data": "d", "seed": 0}
+    run |= {"quick": True, "assd_version": "0", "started": "now"}
+    spec = {
         "config": {
-            "run_id": "r",
-            "model": "m",
-            "code_model": "c",
-            "data": "d",
-            "seed": 0,
-            "quick": True,
-            "assd_version": "0",
-            "started": "now",
-        },  # fmt: skip
-        "spec": {
-            "config": {
-                "n_sequences": 4,
-                "length": 64,
-                "length_note": "n",
-                "rate": 0.95,
-                "n_visible": 4,
-                "k": 5,
-                "device": "cpu",
-                "evaluator": "self",
-            },  # fmt: skip
-            "summary": {
-                "sequential": summ,
-                "assd (k=5)": {
-                    **summ,
-                    "tests": {
-                        "ppl": {
-                            "n": 4,
-                            "t_test_paired": 0.5,
-                            "t_test_ind": 0.6,
-                            "wilcoxon": 0.7,
-                            "mann_whitney": 0.8,
-                        }
-                    },
-                },
-            },
-        },  # fmt: skip
-        "code": {
-            "config": {"benchmark": "b", "k": 10, "sandbox": "s"},
-            "summary": {
-                "pass@1": 50.0,
-                "n": 2,
-                "statuses": {"passed": 1, "failed": 1},
-                "exact_match": 0.0,
-                "nfe": summ["nfe"],
-                "n_masked": summ["nfe"],
-                "tokens_per_call": summ["nfe"],
-            },
-        },  # fmt: skip
+            "n_sequences": 4,
+            "length": 64,
+            "length_note": "n",
+            "rate": 0.95,
+            "n_visible": 4,
+            "k": 5,
+            "device": "cpu",
+            "evaluator": "self",
+            **spec_cfg,
+        },
+        "summary": {"sequential": SUMM, "assd (k=5)": {**SUMM, "tests": {"ppl": TESTS}}},
     }
+    code = {
+        "config": {
+            "k": 10,
+            "model": "c",
+            "timeout": 3.0,
+            "memory_mb": 1024,
+            "isolation_detail": "bubblewrap: ...",
+            **code_cfg,
+        },
+        "summary": code_summary,
+    }
+    return {"config": run, "spec": spec, "code": code}
+
+
+def _code_summary(n: int, always_equal: int = 0) -> dict:
+    return {
+        "pass@1": 50.0,
+        "n": n,
+        "statuses": {"passed": 1, "failed": 1},
+        "exact_match": 0.0,
+        "canonical_pass": 100.0,
+        "always_equal": always_equal,
+        "nfe": SUMM["nfe"],
+        "n_masked": SUMM["nfe"],
+        "tokens_per_call": SUMM["nfe"],
+    }
+
+
+def test_report_prints_paper_figures_only_beside_the_same_measurement():
+    single = "HumanEval-SingleLineInfilling"
+    res = _results(
+        {"model": "prose", "packing": "rows' tokens"},
+        {
+            single: _code_summary(2, always_equal=1),
+            "HumanEval-MultiLineInfilling": _code_summary(5),
+        },
+        {"benchmarks": {single: {"n_total": 1033}, "HumanEval-MultiLineInfilling": {"n_total": 5}}},
+    )
     md = report.render(res)
-    assert "| sequential |" in md and "486.0" in md and "107.9" in md and "434.1" in md
-    assert "38.59" in md and "50.00" in md and "0.5" in md
+    spec_table = md.split("## Speculative decoding")[1].split("Does an exact sampler")[0]
+    assert "paper calls" not in spec_table  # another model/length/evaluator: not beside ours
+    assert "Not printed beside this run" in spec_table and "107.9" in spec_table
+    assert "+0.25 [-1.50, +2.00]" in md and "2.75" in md  # the interval and detectable diff
+    rows = {line.split(" | ")[0]: line for line in md.splitlines() if "Infilling |" in line}
+    assert (
+        "2 of 1033 (subset)" in rows[f"| {single}"]
+        and "38.59 (all 1033 problems); this run 2" in rows[f"| {single}"]
+    )
+    multi = rows["| HumanEval-MultiLineInfilling"]
+    assert "5 of 5 |" in multi and "38.59" not in multi and "(subset)" not in multi
+    assert "always-equal: 1 completion(s)" in md and "reduced isolation" not in md.lower()
+    assert "3 s per program" in md and "Model `c`" in md
+
+    comparable = _results(
+        {
+            "model": "therealgabeguo/ASARM",
+            "paper_model": True,
+            "length": 512,
+            "packing": "the paper's: ...",
+            "evaluator": "gpt2-large",
+        },
+        {},
+        {"isolation_reduced": True, "isolation_detail": "bwrap missing"},
+    )
+    md = report.render(comparable)
+    assert "paper calls (110M)" in md and "| 486.0 | 107.9 | 7.65 |" in md
+    assert md.count("WARNING") == 2 and "bwrap missing" in md
+
+
+def test_forbid_only_mask_lets_special_tokens_be_generated_and_scored(tiny_model_dir):
+    import torch
+
+    import assd
+    from evals.evaluator import SelfEvaluator
+    from evals.spec_decoding import forbid_only_mask
+
+    lm = assd.load(tiny_model_dir, backend="reference", device="cpu")
+    paper = forbid_only_mask(lm)
+    mask = lm.tokenizer.mask_token_id
+    cls = lm.tokenizer.cls_token_id
+    assert paper.model.forbidden_ids == (mask,) and cls in lm.model.forbidden_ids
+    assert paper.model.vocab_size == lm.model.vocab_size and paper.tokenizer is lm.tokenizer
+    # a packed sequence with special tokens in it (the paper's packing) scores finitely only
+    # when they are not forbidden
+    ids = lm.tokenizer("The cat sat on the mat.")["input_ids"]
+    seq = ids + [cls] + ids
+    assert math.isfinite(SelfEvaluator(paper)(seq, "").ppl)
+    assert not math.isfinite(SelfEvaluator(lm)(seq, "").ppl)
+    # sampling through the wrapper: any token but <mask> may come out
+    batch = assd.make_batch(torch.tensor([seq]), torch.arange(len(seq))[None], 2)
+    g = torch.Generator().manual_seed(0)
+    out = assd.sample(paper.model, batch, assd.ASSD(4), generator=g)[0]
+    assert mask not in out.tokens[2:] and len(out.tokens) == len(seq)

@@ -39,6 +39,7 @@ class TrainConfig:
     # Objective (see training.objective) and the masking-rate schedule (training.schedule).
     objective: str = "joint"
     order: str = "paper"
+    loss_weighting: str = "token"  # token | sequence (the paper's scale_by_none); see objective
     mask_start: float = 0.15
     mask_min: float = 0.05
     mask_max: float = 0.95
@@ -58,6 +59,7 @@ class TrainConfig:
     beta2: float = 0.98
     clip: float = 1.0
     precision: str = "auto"  # auto = bf16 autocast on CUDA, float32 elsewhere; or bf16 / fp16 / no
+    compile: bool = False  # torch.compile the training forward (pays on long GPU runs)
     seed: int = 0
 
     # Output.
@@ -70,7 +72,9 @@ class TrainConfig:
     sample_rate: float = 0.5
     save_every: int = 1000
     resume: str | None = None  # a checkpoint folder, or "latest" (in ``out``)
+    keep_checkpoints: int = 3  # the newest N checkpoints are kept (resume falls back to them)
     export: str | None = None  # at the end, save an fp16 model + tokenizer here
+    export_weights: str = "float16"  # float16 | float32 | int8 (per-channel, see assd.quantize)
     export_best: bool = False  # export at the evaluation with the lowest validation loss instead
     progress: bool = True
 
@@ -89,8 +93,11 @@ def parse(argv: list[str] | None = None) -> TrainConfig:
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         tp = _flag_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
         if tp is bool:
-            p.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=f.default)
+            p.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default
+            )
         else:
-            p.add_argument(f"--{f.name}", type=tp, default=f.default)
+            p.add_argument(flag, dest=f.name, type=tp, default=f.default)
     return TrainConfig(**vars(p.parse_args(argv)))

@@ -25,7 +25,12 @@ _LOCAL = re.compile(r"\.(jsonl|json|txt|text|parquet)(\.(gz|xz|bz2))?$")
 
 
 def is_local(source: str) -> bool:
-    return bool(_LOCAL.search(source)) or Path(source).exists()
+    return all(bool(_LOCAL.search(s)) or Path(s).exists() for s in sources_of(source))
+
+
+def sources_of(source: str) -> list[str]:
+    """A comma-separated list of local files (e.g. the four Wikipedia shards) -> their paths."""
+    return [s.strip() for s in source.split(",") if s.strip()]
 
 
 def read_texts(
@@ -53,7 +58,7 @@ def read_texts(
     if use_datasets:
         docs = _hf_texts(source, text_field, split, name, data_dir, revision, streaming)
     elif is_local(source):
-        docs = _plain_texts(source, text_field)
+        docs = (t for s in sources_of(source) for t in _plain_texts(s, text_field))
     else:
         raise ImportError(
             f"reading the Hub dataset {source!r} needs `datasets`: pip install datasets"
@@ -71,11 +76,12 @@ def _hf_texts(source, text_field, split, name, data_dir, revision, streaming) ->
     from datasets import load_dataset
 
     if is_local(source):
-        m = _LOCAL.search(source)
+        files = sources_of(source)
+        m = _LOCAL.search(files[0])
         kind = {"jsonl": "json", "json": "json", "parquet": "parquet"}.get(
             m.group(1) if m else "", "text"
         )
-        ds = load_dataset(kind, data_files=source, split="train", streaming=streaming)
+        ds = load_dataset(kind, data_files=files, split="train", streaming=streaming)
     else:
         ds = load_dataset(
             source, name, data_dir=data_dir, split=split, revision=revision, streaming=streaming

@@ -5,7 +5,7 @@ the first ``eval_chunks`` validation chunks; chunk j gets masking rate
 ``min + (max - min) * (j + 0.5) / n`` (the final range, evenly covered) and an order seeded by
 (seed, j). So it does not depend on the step, the batch size or the number of processes.
 
-    python -m training.evaluate assd/pretrained/prose --val_data ../shared/data/text/wiki_valid.jsonl.xz
+    python -m training.evaluate assd/pretrained/prose --val-data ../shared/data/text/wiki_valid.jsonl.xz
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import torch
 
-from .objective import loss_sum, sample_orders, xlnet_inputs
+from .fast_model import FastXLNet
+from .objective import sample_orders, target_nll
 from .schedule import n_masked_of
 from .seeds import mix_seed
 
@@ -32,7 +33,10 @@ def val_nll(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> torch.Tensor:
     """[2] (sum of NLL, number of targets) over ``val`` [N, L], whose rows have global indices
-    ``idx`` among ``n_total`` chunks. Leaves the model in eval mode."""
+    ``idx`` among ``n_total`` chunks. ``model``: a FastXLNet (or a Hugging Face XLNet, wrapped
+    here). Leaves the model in eval mode. Always token-weighted (mean NLL per masked token)."""
+    if not isinstance(getattr(model, "module", model), FastXLNet):
+        model = FastXLNet(model)
     model.eval()
     lo, hi = cfg.mask_min, cfg.mask_max
     tot = torch.zeros(2, device=device)
@@ -48,10 +52,9 @@ def val_nll(
         ]  # fmt: skip
         sigma = torch.cat([o[0] for o in orders]).to(device)
         n_prompt = torch.cat([o[1] for o in orders]).to(device)
-        inputs = xlnet_inputs(x.to(device), sigma, n_prompt, cfg.objective, mask_id)
         with autocast():
-            nll, n = loss_sum(model, inputs)
-        tot += torch.stack([nll.float(), n.float()])
+            nll, _ = target_nll(model, x.to(device), sigma, n_prompt, cfg.objective, mask_id)
+        tot += torch.stack([nll.sum(), torch.tensor(float(nll.numel()), device=nll.device)])
     return tot
 
 
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     from dataclasses import replace
 
-    from transformers import XLNetLMHeadModel
+    from assd.loading import load as load_model
 
     from .config import TrainConfig
     from .data import pack, split_docs, tokenize
@@ -93,24 +96,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--data", default=None, help="training data (held-out docs: every val_every_doc-th)"
     )
-    p.add_argument("--val_data", default=None)
-    p.add_argument("--val_every_doc", type=int, default=50)
-    p.add_argument("--eval_chunks", type=int, default=256)
-    p.add_argument("--seq_len", type=int, default=256)
-    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--val-data", default=None)
+    p.add_argument("--val-every-doc", type=int, default=50)
+    p.add_argument("--eval-chunks", type=int, default=256)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--samples", type=int, default=3)
-    p.add_argument("--sample_len", type=int, default=96)
+    p.add_argument("--sample-len", type=int, default=96)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args(argv)
     if (a.data is None) == (a.val_data is None):
-        raise ValueError("give exactly one of --data (held-out documents) or --val_data")
+        raise ValueError("give exactly one of --data (held-out documents) or --val-data")
     cfg = replace(TrainConfig(), data=a.data or a.val_data, val_data=a.val_data,
                   val_every_doc=a.val_every_doc, batch_size=a.batch_size, seed=0)  # fmt: skip
     tok = load_tokenizer(a.model)
-    model = XLNetLMHeadModel.from_pretrained(a.model, dtype=torch.float32)
+    model = load_model(a.model, device=a.device, backend="reference").model.net  # int8 too
     _, val_docs = split_docs(cfg, 0, 1)
     val = pack(tokenize(tok, val_docs), eod_id(tok), a.seq_len)[: a.eval_chunks]
-    tot = val_nll(model, val, list(range(len(val))), len(val), cfg, tok.mask_token_id, "cpu")
+    tot = val_nll(model, val, list(range(len(val))), len(val), cfg, tok.mask_token_id, a.device)
     print(f"validation: {float(tot[0] / tot[1]):.4f} nats per masked token "
           f"({int(tot[1])} targets, {len(val)} chunks x {a.seq_len} tokens)")  # fmt: skip
     rows = val[:: max(1, len(val) // a.samples)][: a.samples, : a.sample_len]

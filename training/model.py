@@ -22,7 +22,9 @@ class Preset:
 PRESETS = {
     "tiny": Preset(32, 2, 2, 64),  # tests
     "small": Preset(128, 3, 4, 512),
-    "demo": Preset(256, 4, 4, 1024),  # the embedded demo models (~5.5 M parameters)
+    "demo": Preset(256, 4, 4, 1024),  # the first embedded models (~5.5 M parameters)
+    "embedded": Preset(320, 6, 5, 1280),  # the embedded models (~10.6 M parameters, int8)
+    "base": Preset(768, 12, 12, 3072),  # XLNet-base size, the paper's architecture (~117 M)
 }
 
 
@@ -70,22 +72,45 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def export(
-    model, tokenizer, out_dir: str | Path, max_length: int, dtype: torch.dtype = torch.float16
-) -> None:
-    """Save weights (safetensors, ``dtype``), config (with ``assd_max_length``) and tokenizer.
+WEIGHT_FORMATS = ("float16", "float32", "int8")
 
-    Shards are capped at 16 MiB so that every file fits the repository's size limit.
+
+def export(
+    model, tokenizer, out_dir: str | Path, max_length: int, weights: str = "float16"
+) -> None:
+    """Save weights (safetensors), config (with ``assd_max_length``) and tokenizer.
+
+    weights: float16 / float32, or int8 (per-channel scales, ``assd.quantize``; ``assd.load``
+    dequantises). Float shards are capped at 15 MB so that every file fits the repository's
+    16 MiB limit; an int8 file is a single ``model.safetensors``.
     """
+    from safetensors.torch import save_file
+
+    from assd.quantize import METHOD, quantize
+
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got {weights!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("model*.safetensors*"):  # a previous export's shards
+        old.unlink()
     model.config.assd_max_length = int(max_length)
+    dtype = torch.float32 if weights != "float16" else torch.float16
     state = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}
     if model.config.tie_word_embeddings:
         state.pop("lm_loss.weight", None)  # the word embedding (tied): stored once
-    model.save_pretrained(str(out), state_dict=state, max_shard_size="15MB")
+    if weights == "int8":
+        model.config.save_pretrained(str(out))
+        tmp = out / "model.safetensors.tmp"
+        save_file(quantize(state), str(tmp), metadata={"format": "pt"})
+        tmp.replace(out / "model.safetensors")
+    else:
+        model.save_pretrained(str(out), state_dict=state, max_shard_size="15MB")
     save_tokenizer(tokenizer, out)
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["assd_max_length"] = int(max_length)
+    cfg.pop("assd_quantization", None)
+    if weights == "int8":
+        cfg["assd_quantization"] = METHOD
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")

@@ -8,18 +8,25 @@
 
 Orders: ``paper`` = random visible subset, then each group left to right (``order_from_mask``);
 ``random`` = random visible subset, masked positions in a uniformly random order.
+
+Loss weighting (how the per-target NLLs of a batch are averaged):
+- ``token``: every masked token counts the same (a sequence with more masked tokens, i.e. a
+  higher masking rate, weighs more). The embedded models were trained this way.
+- ``sequence``: each sequence's mean NLL counts the same, whatever its masking rate. This is the
+  paper's ``scale_by_none`` (its micro-batches share one rate and are averaged with equal weight).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from assd.backends.xlnet_masks import joint_masks, perm_mask_from_limits
 from assd.orders import inverse_order, order_from_mask
+
+from .fast_model import FastXLNet
 
 OBJECTIVES = ("joint", "parallel")
 ORDERS = ("paper", "random")
+WEIGHTINGS = ("token", "sequence")
 
 
 def sample_orders(
@@ -46,40 +53,41 @@ def sample_orders(
     return inverse_order(key.argsort(-1)), (~mask).sum(-1)
 
 
-def xlnet_inputs(
-    tokens: torch.Tensor, sigma: torch.Tensor, n_prompt: torch.Tensor, objective: str, mask_id: int
-) -> dict[str, torch.Tensor]:
-    """Model inputs and targets for one batch.
-
-    tokens: [B, L]; sigma: [B, L]; n_prompt: [B]. Returns input_ids [B, L], perm_mask [B, L, L],
-    target_mapping [B, M, L] and labels [B, M] (-100 = padding target), M = max masked count.
-    """
+def target_nll(
+    model: FastXLNet,
+    tokens: torch.Tensor,  # [B, L]
+    sigma: torch.Tensor,  # [B, L]
+    n_prompt: torch.Tensor,  # [B]
+    objective: str,
+    mask_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(NLL of every masked token [N] in nats, row index of each [N])."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    perm, tm, tpos = joint_masks(sigma, n_prompt)
-    labels = torch.gather(tokens, 1, tpos.clamp(min=0)).masked_fill(tpos < 0, -100)
-    if objective == "joint":
-        # Every masked token's content is read by the higher ranks: keep the true tokens.
-        input_ids = tokens
-    else:
+    targets = sigma >= n_prompt[:, None]  # [B, L]
+    query_limit = None
+    inputs = tokens
+    if objective == "parallel":
         # Everyone sees the prompt only, so no query reads masked content: fill it with <mask>.
-        limits = n_prompt[:, None].expand_as(sigma)
-        perm = perm_mask_from_limits(sigma, limits)
-        input_ids = tokens.masked_fill(sigma >= n_prompt[:, None], mask_id)
-    return {"input_ids": input_ids, "perm_mask": perm, "target_mapping": tm, "labels": labels}
+        query_limit = n_prompt[:, None].expand_as(sigma)
+        inputs = tokens.masked_fill(targets, mask_id)
+    nll = model(inputs, sigma, n_prompt, targets, tokens, query_limit)
+    return nll, targets.nonzero()[:, 0]
 
 
-def loss_sum(model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of target NLLs in nats, number of targets): the caller chooses the normalisation."""
-    out = model(
-        input_ids=inputs["input_ids"],
-        perm_mask=inputs["perm_mask"],
-        target_mapping=inputs["target_mapping"],
-        use_mems=False,
-    )
-    logits = out.logits  # [B, M, V]
-    labels = inputs["labels"]  # [B, M]
-    nll = F.cross_entropy(
-        logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"
-    )
-    return nll, (labels >= 0).sum()
+def weighted_loss(
+    nll: torch.Tensor, rows: torch.Tensor, n_rows: int, weighting: str = "token"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss sum, weight): the batch loss is sum / weight; sums and weights add across batches.
+
+    token: (sum of NLLs, number of targets). sequence: (sum over rows of each row's mean NLL,
+    number of rows with a target).
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"loss weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if weighting == "token":
+        return nll.sum(), torch.tensor(float(nll.numel()), device=nll.device)
+    count = torch.zeros(n_rows, device=nll.device).index_add_(0, rows, torch.ones_like(nll))
+    per_row = torch.zeros(n_rows, device=nll.device).index_add_(0, rows, nll)
+    has = count > 0
+    return (per_row[has] / count[has]).sum(), has.sum().float()

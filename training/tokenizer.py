@@ -103,20 +103,30 @@ def _capped(texts: Iterable[str], max_chars: int | None) -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m training.tokenizer DATA OUT_DIR --vocab_size 8192``: train and save."""
+    """``python -m training.tokenizer DATA OUT_DIR --vocab-size 8192``: train and save.
+
+    With ``--val-every-doc N`` every N-th document is left out, exactly the documents that
+    ``python -m training.train --val-every-doc N`` holds out for validation: the tokenizer never
+    sees validation text."""
     import argparse
 
     from .data import read_texts
 
     p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("data", help="local .json/.jsonl/.txt file (.gz/.xz too) or a Hub dataset name")
+    p.add_argument("data", help="local .json/.jsonl/.txt files (.gz/.xz too; comma-separated) "
+                   "or a Hub dataset name")  # fmt: skip
     p.add_argument("out_dir")
-    p.add_argument("--text_field", default="text")
-    p.add_argument("--data_dir", default=None, help="Hub dataset data_dir (e.g. python)")
-    p.add_argument("--vocab_size", type=int, default=8192)
-    p.add_argument("--max_chars", type=int, default=40_000_000)
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--data-dir", default=None, help="Hub dataset data_dir (e.g. python)")
+    p.add_argument("--vocab-size", type=int, default=8192)
+    p.add_argument("--max-chars", type=int, default=40_000_000)
+    p.add_argument("--val-every-doc", type=int, default=None,
+                   help="leave out every N-th document (the training run's validation documents)")  # fmt: skip
     a = p.parse_args(argv)
     texts = read_texts(a.data, text_field=a.text_field, data_dir=a.data_dir)
+    if a.val_every_doc:
+        every = a.val_every_doc
+        texts = (t for i, t in enumerate(texts) if i % every != every - 1)
     tok = train_bpe(texts, a.vocab_size, max_chars=a.max_chars)
     save(tok, a.out_dir)
     print(f"saved a {len(tok)}-token byte-level BPE to {a.out_dir}")

@@ -23,10 +23,11 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, parse
-from .data import ChunkStream, pack, read_texts, split_docs, tokenize
+from .data import ChunkStream, pack, split_docs, tokenize
 from .evaluate import val_nll
+from .fast_model import FastXLNet
 from .model import build_model, export, freeze_unused, load_model, n_params
-from .objective import OBJECTIVES, ORDERS, loss_sum, sample_orders, xlnet_inputs
+from .objective import OBJECTIVES, ORDERS, WEIGHTINGS, sample_orders, target_nll, weighted_loss
 from .samples import infill
 from .schedule import MaskSchedule, lr_at, n_masked_of
 from .seeds import mix_seed
@@ -48,8 +49,12 @@ def _check(cfg: TrainConfig) -> None:
         raise ValueError(f"--objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
     if cfg.order not in ORDERS:
         raise ValueError(f"--order must be one of {ORDERS}, got {cfg.order!r}")
+    if cfg.loss_weighting not in WEIGHTINGS:
+        raise ValueError(
+            f"--loss-weighting must be one of {WEIGHTINGS}, got {cfg.loss_weighting!r}"
+        )
     for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "log_every", "eval_every",
-                 "sample_every", "save_every", "val_every_doc"):  # fmt: skip
+                 "sample_every", "save_every", "val_every_doc", "keep_checkpoints"):  # fmt: skip
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.precision not in ("auto", "bf16", "fp16", "no"):
@@ -63,8 +68,7 @@ def _tokenizer(cfg: TrainConfig, acc, out: Path):
         return load_tokenizer(cfg.init, cfg.revision)
     path = out / "tokenizer"
     if acc.is_main_process and not (path / "tokenizer.json").exists():
-        texts = read_texts(cfg.data, text_field=cfg.text_field, name=cfg.data_name,
-                           data_dir=cfg.data_dir, streaming=cfg.streaming)  # fmt: skip
+        texts, _ = split_docs(cfg, 0, 1)  # training documents only: never the validation text
         save_tokenizer(train_bpe(texts, cfg.vocab_size, max_chars=cfg.tokenizer_chars), path)
     acc.wait_for_everyone()
     return load_tokenizer(str(path))
@@ -83,12 +87,14 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def _batch_inputs(x, step: int, c: int, cfg, sched, rank: int, mask_id: int, device):
-    """Orders and rates for micro-batch ``c``: a fresh order per sequence, seeded by (seed, rank, c)."""
+def _batch_orders(x, step: int, c: int, cfg, sched, rank: int, device):
+    """Orders and rates for micro-batch ``c``: a fresh order per sequence, seeded by (seed, rank, c).
+
+    Returns (tokens, sigma, n_prompt) on ``device``."""
     g = torch.Generator().manual_seed(mix_seed(cfg.seed, rank, c, 1))
     rates = sched.sample(step, x.shape[0], g)
     sigma, n_prompt = sample_orders(n_masked_of(rates, x.shape[1]), x.shape[1], cfg.order, g)
-    return xlnet_inputs(x.to(device), sigma.to(device), n_prompt.to(device), cfg.objective, mask_id)
+    return x.to(device), sigma.to(device), n_prompt.to(device)
 
 
 class _Csv:
@@ -154,16 +160,16 @@ def train(cfg: TrainConfig) -> dict:
     freeze_unused(model)
     acc.print(f"model: {n_params(model) / 1e6:.2f} M parameters, {model.config.n_layer} layers, "
               f"d_model {model.config.d_model}; precision {precision}")  # fmt: skip
-    optimizer = _optimizer(model, cfg)
-    model, optimizer = acc.prepare(model, optimizer)
-    raw = acc.unwrap_model(model)
+    fast = FastXLNet(model)
+    optimizer = _optimizer(fast, cfg)
+    model, optimizer = acc.prepare(fast, optimizer)
+    if cfg.compile:
+        model = torch.compile(model)
+    raw = acc.unwrap_model(model).net  # the Hugging Face model: checkpoints, samples, export
 
     state = {"step": 0, "planned_steps": None, "tokens": 0, "train_time": 0.0}
-    if cfg.resume:
-        path = ckpt.latest(out) if cfg.resume == "latest" else Path(cfg.resume)
-        if path is None:
-            raise ValueError(f"--resume latest: no checkpoint under {out / 'checkpoints'}")
-        state = ckpt.load(path, raw, optimizer, rank=rank)
+    if cfg.resume:  # the newest intact checkpoint (damaged ones are skipped with a warning)
+        path, state = ckpt.resume(cfg.resume, out, raw, optimizer, rank=rank, world=world)
         acc.print(f"resumed from {path} at step {state['step']}")
     max_steps = state["planned_steps"] or cfg.max_steps
 
@@ -189,7 +195,7 @@ def train(cfg: TrainConfig) -> dict:
                   f"mask range [{lo:.3f}, {hi:.3f}], {time.time() - t0:.0f}s")  # fmt: skip
         if main and cfg.export and cfg.export_best and v < best["val_loss"]:
             best.update(val_loss=v, step=step)
-            export(raw, tokenizer, cfg.export, cfg.seq_len)
+            export(raw, tokenizer, cfg.export, cfg.seq_len, cfg.export_weights)
         metrics.row(step=step, tokens=state["tokens"], epoch=round(stream.epoch_of(step * cfg.grad_accum), 4),
                     lr=_g(lr),
                     mask_lo=round(lo, 4), mask_hi=round(hi, 4), train_loss=train_loss, val_loss=v,
@@ -213,7 +219,7 @@ def train(cfg: TrainConfig) -> dict:
         t = time.time()
         trainer = dict(state, step=step, planned_steps=max_steps, config=vars(cfg))
         ckpt.save(ckpt.step_dir(out, step), raw, optimizer, trainer, rank=rank, is_main=main,
-                  barrier=acc.wait_for_everyone)  # fmt: skip
+                  barrier=acc.wait_for_everyone, keep=cfg.keep_checkpoints)  # fmt: skip
         return time.time() - t
 
     model.train()
@@ -236,11 +242,12 @@ def train(cfg: TrainConfig) -> dict:
             if step == start and micro == 0:
                 h = hashlib.sha1(x.numpy().tobytes()).hexdigest()[:16]
                 print(f"[rank {rank}/{world}] first batch sha1 {h} (micro-batch {c})", flush=True)
-            inputs = _batch_inputs(x, step, c, cfg, sched, rank, mask_id, acc.device)
+            tokens, sigma, n_prompt = _batch_orders(x, step, c, cfg, sched, rank, acc.device)
             sync = micro == cfg.grad_accum - 1
             with acc.autocast(), contextlib.nullcontext() if sync else acc.no_sync(model):
-                nll, n = loss_sum(model, inputs)
-                loss = nll / n.clamp(min=1) / cfg.grad_accum
+                nll, rows = target_nll(model, tokens, sigma, n_prompt, cfg.objective, mask_id)
+                total, weight = weighted_loss(nll, rows, len(tokens), cfg.loss_weighting)
+                loss = total / weight.clamp(min=1) / cfg.grad_accum
                 acc.backward(loss)
             loss_t += loss.detach()
         gn = acc.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -323,7 +330,7 @@ def train(cfg: TrainConfig) -> dict:
     if main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if cfg.export and not cfg.export_best:
-            export(raw, tokenizer, cfg.export, cfg.seq_len)
+            export(raw, tokenizer, cfg.export, cfg.seq_len, cfg.export_weights)
         acc.print(json.dumps(summary))
     acc.wait_for_everyone()
     acc.end_training()

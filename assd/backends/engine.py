@@ -23,13 +23,24 @@ collected and serve the next session of the same shape (``engine.free_memory()``
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import weakref
+from collections import deque
 
 import torch
 
-from ..model import QUERY_RULES, Batch, query_violations
+from ..model import QUERY_RULES, Batch, check_mask_id, query_violations
 from .engine_attention import Rows, forward_rows
-from .engine_graphs import MAX_GRAPH_ROWS, Step, Workspace, bucket, run_step
+from .engine_graphs import (
+    MAX_GRAPH_ROWS,
+    Step,
+    Workspace,
+    bucket,
+    run_step,
+    step,
+    write_head_keys,
+)
 from .engine_weights import XLNetWeights, rel_tables, weights_from_hf
 
 ALIGN = 8  # span/slot rounding: aligned attention masks keep the fused SDPA kernels usable
@@ -50,6 +61,10 @@ class XLNetEngine:
     if their tokens and all lower ranks are unchanged (False: recompute them; measurements).
     check: validate every query set against the protocol (folded into the call's one sync).
     max_idle: ended sessions' workspaces kept for reuse (the rest are freed; memory stays bounded).
+    mask_id: the tokenizer's mask token id (``assd.load`` sets it): prompts must not contain it.
+
+    Thread-safe: sessions of one engine may run in several threads at once (each session owns its
+    workspace; the shared pool of idle workspaces is guarded by a lock).
     """
 
     needs_prompt = True
@@ -66,8 +81,12 @@ class XLNetEngine:
         reuse_proposals: bool = True,
         check: bool = True,
         max_idle: int = 4,
+        mask_id: int | None = None,
+        head=None,
     ):
         self.w = weights
+        if head is not None:  # the draft head runs in the engine's dtype, on its device
+            self.w.head = head.to(device=weights.emb.device, dtype=weights.emb.dtype)
         self.vocab_size = weights.vocab_size
         self.forbidden_ids = tuple(int(i) for i in forbidden_ids)
         self.max_length = max_length
@@ -80,9 +99,15 @@ class XLNetEngine:
         if not isinstance(max_idle, int) or max_idle < 0:
             raise ValueError(f"max_idle must be an int >= 0, got {max_idle!r}")
         self.max_idle = max_idle
+        self.mask_id = check_mask_id(mask_id, self.vocab_size)
         self.static_shapes = self.graphs if static_shapes is None else bool(static_shapes)
         self._tables: list[torch.Tensor] | None = None
         self._free: list[tuple[tuple[int, int], Workspace]] = []  # idle (shape, workspace), LRU
+        # Ended sessions hand their workspace to ``_returned`` (a thread-safe deque); it joins
+        # ``_free`` under ``_lock``. ``_owner``: the thread holding ``_lock`` (see ``_release``).
+        self._returned: deque[tuple[tuple[int, int], Workspace]] = deque()
+        self._lock = threading.RLock()
+        self._owner: int | None = None
 
     @classmethod
     def from_hf(
@@ -123,44 +148,97 @@ class XLNetEngine:
         return self.w.emb.device
 
     @property
+    def has_draft_head(self) -> bool:
+        return self.w.head is not None
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.w.emb.dtype
 
     def tables(self, length: int) -> list[torch.Tensor]:
         """Relative-position keys for sequences of up to ``length`` tokens (grown on demand)."""
-        if self._tables is None or (self._tables[0].shape[-1] + 1) // 2 < length:
-            self._tables = rel_tables(self.w, max(length, 2))
-        return self._tables
+        with self._lock:  # never shrink them under another thread (it may need the longer ones)
+            if self._tables is None or (self._tables[0].shape[-1] + 1) // 2 < length:
+                self._tables = rel_tables(self.w, max(length, 2))
+            return self._tables
+
+    def head_tables(self, length: int) -> list[torch.Tensor] | None:
+        """The draft head's relative-position keys (None without a head)."""
+        if self.w.head is None:
+            return None
+        with self._lock:
+            t = getattr(self, "_head_tables", None)
+            if t is None or (t[0].shape[-1] + 1) // 2 < length:
+                with torch.no_grad():
+                    self._head_tables = self.w.head.rel_tables(max(length, 2))
+            return self._head_tables
 
     def open(self, batch: Batch) -> EngineSession:
         return EngineSession(self, batch.to(self.device))
 
     def free_memory(self) -> None:
         """Drop the idle workspaces (KV buffers and CUDA graphs kept for the next session)."""
-        self._free.clear()
+        with self._pooled() as free:
+            free.clear()
 
     @property
     def idle_bytes(self) -> int:
         """Bytes of KV cache held by idle workspaces (graph memory pools not counted)."""
-        return sum(ws.kv.numel() * ws.kv.element_size() for _, ws in self._free)
+        with self._pooled() as free:
+            return sum(ws.kv.numel() * ws.kv.element_size() for _, ws in free)
+
+    @contextlib.contextmanager
+    def _pooled(self):
+        """Hold the pool lock; workspaces returned meanwhile join the pool, trimmed to max_idle.
+
+        A session's finalizer may run in any thread at any allocation (garbage collection), even
+        in this thread while it holds the lock: ``_release`` then only queues its workspace, and
+        this block pools it on the way out.
+        """
+        with self._lock:
+            outer, self._owner = self._owner, threading.get_ident()
+            try:
+                self._absorb()
+                yield self._free
+            finally:
+                self._absorb()
+                self._owner = outer
+
+    def _absorb(self) -> None:
+        while self._returned:
+            self._free.append(self._returned.popleft())
+        while len(self._free) > self.max_idle:  # keep the most recently used
+            self._free.pop(0)
 
     def _acquire(self, B: int, L: int) -> Workspace:
-        for i in range(len(self._free) - 1, -1, -1):
-            if self._free[i][0] == (B, L):
-                return self._free.pop(i)[1]
-        w = self.w
+        with self._pooled() as free:
+            for i in range(len(free) - 1, -1, -1):
+                if free[i][0] == (B, L):
+                    return free.pop(i)[1]
+        w = self.w  # a new workspace, allocated outside the lock
         slots = _round_up(L + 1)
         kv = torch.zeros(
             (len(w.layers), 2, B, w.n_head, slots, w.d_head), dtype=self.dtype, device=self.device
         )
         key_pos = torch.zeros(B, slots, dtype=torch.long, device=self.device)
         slot_tok = torch.full((B, L + 1), -1, dtype=torch.long, device=self.device)
-        return Workspace(kv, key_pos, slot_tok, self.tables(L))
+        ws = Workspace(kv, key_pos, slot_tok, self.tables(L))
+        if w.head is not None:
+            c = w.head.config
+            shape = (c.n_layer, 2, B, c.n_head, slots, c.d_head)
+            ws.hkv = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            ws.htables = self.head_tables(L)
+        return ws
 
     def _release(self, B: int, L: int, ws: Workspace) -> None:
-        self._free.append(((B, L), ws))
-        while len(self._free) > self.max_idle:  # keep the most recently used
-            self._free.pop(0)
+        """A session's finalizer: give its workspace back (any thread, any time)."""
+        self._returned.append(((B, L), ws))
+        if self._owner == threading.get_ident():
+            return  # this thread's ``_pooled`` block (up the stack) pools it
+        if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return  # freeing a workspace (its graphs) now would break the capture: next time
+        with self._pooled():
+            pass
 
 
 class EngineSession:
@@ -180,11 +258,36 @@ class EngineSession:
         self.ws.slot_tok.fill_(-1)
         self.calls = 0
         self.rows_computed = 0
+        self.max_rows: int | None = None  # set by sync_free(): calls run without host syncs
+        # Errors found on the device in sync-free calls, raised at the caller's next sync.
+        self.errors = torch.zeros(
+            len(SYNC_FREE_ERRORS), dtype=torch.bool, device=batch.tokens.device
+        )
         self._encode_prompt()
 
     @property
     def cache_bytes(self) -> int:
         return self.kv.numel() * self.kv.element_size()
+
+    @contextlib.contextmanager
+    def sync_free(self, max_rows: int):
+        """Calls inside never sync with the host and use fixed shapes, so a whole sampler round
+        can be captured as one CUDA graph. The caller promises that no call needs more than
+        ``max_rows`` new content rows (and no draft call reads more than ``max_rows`` tokens);
+        a broken promise, or a broken protocol rule, sets ``errors`` on the device (see
+        ``raise_errors``) instead of raising."""
+        old, self.max_rows = self.max_rows, int(max_rows)
+        try:
+            yield self
+        finally:
+            self.max_rows = old
+
+    def raise_errors(self, flags: list[bool]) -> None:
+        """Raise the first error among host copies of ``errors`` (then clear them)."""
+        self.errors.zero_()
+        for bad, msg in zip(flags, SYNC_FREE_ERRORS):
+            if bad:
+                raise ValueError(msg)
 
     @torch.no_grad()
     def _encode_prompt(self) -> None:
@@ -200,7 +303,9 @@ class EngineSession:
             tok=tok, pos=pos, lim=torch.where(valid, P[:, None], 1),
             slot=torch.where(valid, r, L), n_content=W,
         )  # fmt: skip
-        forward_rows(self.engine.w, ws.tables, ws.kv, ws.key_pos, rows, _round_up(W))
+        x = forward_rows(self.engine.w, ws.tables, ws.kv, ws.key_pos, rows, _round_up(W))
+        if self.engine.w.head is not None:
+            write_head_keys(self.engine.w.head, ws, x, rows.slot)
         ws.slot_tok.scatter_(1, torch.where(valid, r, L), tok)
         ranks = torch.arange(L, device=P.device)
         self.prompt_tok = torch.where(ranks < P[:, None], self._by_rank(b.tokens), -1)
@@ -226,6 +331,12 @@ class EngineSession:
         # Rows to compute: ranks v .. hi-1, hi = everything committed and every needed context.
         hi = torch.cat([n[:, None], torch.where(q_rank >= 0, q_ctx, 0)], 1).amax(1)
         hi = torch.minimum(hi, b.length)
+        if self.max_rows is not None:  # sync-free: fixed shapes, errors flagged on the device
+            W, span = self.max_rows, self.kv.shape[-2]
+            errs = [(hi - v > W).any(), prompt_changed]
+            errs += query_violations(b, n, m, q_rank, q_ctx) if self.engine.check else []
+            self.errors[: len(errs)] |= torch.stack(errs)
+            return step(self.engine.w, self.ws, Step(tokens, v, hi, q_rank, q_ctx), W, span)
         flags = [(hi - v).clamp(min=0).max(), hi.max(), prompt_changed]
         if self.engine.check:
             flags += query_violations(b, n, m, q_rank, q_ctx)
@@ -250,5 +361,74 @@ class EngineSession:
             self.ws.slot_tok[:, :L].masked_fill_(ranks >= n[:, None], -1)
         return logits
 
+    @torch.no_grad()
+    def draft_logits(self, tokens, q_rank, q_ctx, q_feat) -> torch.Tensor:
+        """[B, Q, V] float32 draft-head logits (see ``assd.model.Session.draft_logits``).
+
+        Ranks < q_feat come from the cached head keys of the target's states (they must be
+        valid for today's tokens); ranks q_feat .. q_ctx-1 are read as tokens, computed here.
+        """
+        head, ws, b = self.engine.w.head, self.ws, self.batch
+        if head is None:
+            raise ValueError("this engine has no draft head (load a model that ships one)")
+        B, L = tokens.shape
+        tokens = tokens.to(self.kv.device)
+        by_rank = self._by_rank(tokens)
+        valid_q = q_rank >= 0
+        v = (ws.slot_tok[:, :L] == by_rank).long().cumprod(1).sum(1)  # valid target states
+        f_lo = torch.where(valid_q, q_feat, L).amin(1).clamp(max=L)  # [B] first token-read rank
+        width = torch.where(valid_q, q_ctx - f_lo[:, None], 0).amax()
+        flags = [width, torch.where(valid_q, q_feat, 0).amax()]
+        flags += [(valid_q & (q_feat > v[:, None])).any()]
+        if self.engine.check:
+            flags += [
+                (valid_q & ((q_feat > q_ctx) | (q_ctx > q_rank))).any(),
+                (valid_q & (q_feat < b.n_prompt[:, None])).any(),
+                (valid_q & (q_rank >= b.length[:, None])).any(),
+            ]
+        if self.max_rows is not None:  # sync-free: fixed shapes, errors flagged on the device
+            W, span = self.max_rows, self.kv.shape[-2]
+            self.errors[0] |= flags[0] > W
+            first = len(SYNC_FREE_ERRORS) - len(DRAFT_RULES)
+            self.errors[first : first + len(flags) - 2] |= torch.stack(flags[2:])
+        else:
+            W, S, *errs = torch.stack(flags).tolist()  # the call's one host sync
+            for bad, msg in zip(errs, DRAFT_RULES):
+                if bad:
+                    raise ValueError(msg)
+            span = _round_up(max(S, 1))
+        t_rank = f_lo[:, None] + torch.arange(W, device=tokens.device)  # [B, W] token-read ranks
+        t_pos = torch.gather(self.pos_of_rank, 1, t_rank.clamp(max=L - 1))
+        t_tok = torch.gather(by_rank, 1, t_rank.clamp(max=L - 1))
+        t_keys = head.keys(
+            head.token_inputs(torch.nn.functional.embedding(t_tok, self.engine.w.emb))
+        )
+        keys = [
+            (torch.cat([hkv_l[0][:, :, :span], k], 2), torch.cat([hkv_l[1][:, :, :span], v_], 2))
+            for hkv_l, (k, v_) in zip(ws.hkv, t_keys)
+        ]
+        slots = torch.arange(span, device=tokens.device)
+        see_state = slots[None, None, :] < q_feat[:, :, None]  # [B, Q, span]
+        tr = t_rank[:, None, :]
+        see_token = (tr >= q_feat[:, :, None]) & (tr < q_ctx[:, :, None])  # [B, Q, W]
+        visible = torch.cat([see_state, see_token], 2) | ~valid_q[:, :, None]
+        key_pos = torch.cat([ws.key_pos[:, :span], t_pos], 1)
+        q_pos = torch.gather(self.pos_of_rank, 1, q_rank.clamp(min=0))
+        return head.attend(q_pos, keys, key_pos, visible, ws.htables, self.engine.w.emb)
+
 
 PROMPT_CHANGED = "the prompt tokens changed: open a new session for a new prompt"
+DRAFT_RULES = (
+    "draft query reads target states that are not valid for these tokens (q_feat too high): "
+    "q_feat may not exceed the ranks the target has computed with the current tokens",
+    "draft query must have q_feat <= q_ctx <= q_rank",
+    "draft query must read the whole prompt through states (q_feat >= n_prompt)",
+    "draft query rank lies in the padding (q_rank >= length)",
+)
+
+SYNC_FREE_ERRORS = (
+    "a call needed more new rows than the sampler's bound (sync_free(max_rows)): a sampler bug",
+    PROMPT_CHANGED,
+    *QUERY_RULES,
+    *DRAFT_RULES,
+)

@@ -48,7 +48,7 @@ def forward_rows(
     key_pos: torch.Tensor,  # [B, S_all] sequence position of each cache slot
     rows: Rows,
     span: int,  # attend to slots < span (>= every row's lim)
-) -> torch.Tensor:  # [B, I - W, d] final query-stream states
+) -> torch.Tensor:  # [B, I, d] final states: W content rows, then the query rows
     B, I = rows.pos.shape
     W = rows.n_content
     T = (tables[0].shape[-1] + 1) // 2
@@ -64,7 +64,7 @@ def forward_rows(
     b_idx = torch.arange(B, device=rows.pos.device)[:, None]
     for lw, table, kv_l in zip(w.layers, tables, kv):
         x = _layer(w, lw, table, kv_l, x, W, rows.slot, b_idx, mask, rel, span)
-    return x[:, W:]
+    return x
 
 
 def _layer(w, lw: LayerWeights, table, kv_l, x, W, slot, b_idx, mask, rel, span):

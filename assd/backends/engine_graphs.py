@@ -10,6 +10,7 @@ returns to its engine's pool when its session is garbage collected.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass, field
 
@@ -20,6 +21,8 @@ from .engine_weights import XLNetWeights
 
 BUCKETS = (1, 2, 4, 8, 16, 32)  # content-row counts with a graph; more rows run eagerly
 MAX_GRAPH_ROWS = 160  # calls with more rows (content + queries) run eagerly
+# PyTorch allows one capture at a time per process (torch.cuda.graph shares one capture stream).
+_CAPTURE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -32,6 +35,8 @@ class Workspace:
     tables: list[torch.Tensor]
     graphs: dict = field(default_factory=dict)  # (W, Q) -> (graph, static inputs, logits)
     pool: object = None
+    hkv: torch.Tensor | None = None  # [head layers, 2, B, Hh, slots, Dh] draft-head keys/values
+    htables: list[torch.Tensor] | None = None  # the draft head's relative-position keys
 
 
 @dataclass
@@ -75,12 +80,24 @@ def step(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int) -> to
         slot=torch.where(ok, r, trash),
         n_content=W,
     )
-    logits = lm_head(weights, forward_rows(weights, ws.tables, ws.kv, ws.key_pos, rows, span))
+    x = forward_rows(weights, ws.tables, ws.kv, ws.key_pos, rows, span)
+    if weights.head is not None:
+        write_head_keys(weights.head, ws, x[:, :W], rows.slot)
+    logits = lm_head(weights, x[:, W:])
     # Slots >= hi may depend on tokens that just changed: forget them; record what was computed.
     ranks = torch.arange(L, device=s.v.device)
     ws.slot_tok[:, :L].masked_fill_(ranks >= s.hi[:, None], -1)
     ws.slot_tok.scatter_(1, rows.slot, torch.where(ok, tok_c, -1))
     return logits
+
+
+def write_head_keys(head, ws: Workspace, content: torch.Tensor, slot: torch.Tensor) -> None:
+    """Cache the draft head's keys/values of freshly computed content rows [B, W, d] at their
+    slots [B, W] (padding rows write to the trash slot): the head reads committed ranks
+    through the target's final states without recomputing them."""
+    b_idx = torch.arange(slot.shape[0], device=slot.device)[:, None]
+    for hkv_l, (k, v) in zip(ws.hkv, head.keys(head.feature_inputs(content))):
+        hkv_l[:, b_idx, :, slot] = torch.stack([k.transpose(1, 2), v.transpose(1, 2)], 2)
 
 
 def run_step(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, graphs: bool):
@@ -103,7 +120,14 @@ def _capture(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, k
     """Run this call eagerly on a side stream (its result is returned), then capture it.
 
     Running the step twice with the same inputs is harmless: it writes the same keys/values.
+    Thread-safe: captures are serialized, and a capture in "thread_local" mode lets other
+    threads' sessions keep running (and syncing) meanwhile.
     """
+    with _CAPTURE_LOCK:
+        return _capture_locked(weights, ws, s, W, span, key)
+
+
+def _capture_locked(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, key):
     static = s.clone()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -114,10 +138,10 @@ def _capture(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, k
         ws.pool = torch.cuda.graph_pool_handle()
     graph = torch.cuda.CUDAGraph()
     try:
-        with torch.cuda.graph(graph, pool=ws.pool):
+        with torch.cuda.graph(graph, pool=ws.pool, capture_error_mode="thread_local"):
             out = step(weights, ws, static, W, span)
     except RuntimeError as e:  # e.g. an op that cannot be captured on this build: stay eager
-        warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=3)
+        warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=4)
         ws.graphs[key] = None
         return result
     ws.graphs[key] = (graph, static, out)

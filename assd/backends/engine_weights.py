@@ -41,6 +41,7 @@ class XLNetWeights:
     clamp_len: int
     eps: float
     act: Callable[[torch.Tensor], torch.Tensor]
+    head: object | None = None  # an assd.heads.DraftHead (same dtype and device), or None
 
     @property
     def vocab_size(self) -> int:

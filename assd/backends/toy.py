@@ -16,6 +16,8 @@ from ..model import Batch, check_queries
 class ToyASARM:
     """A seeded toy AS-ARM over sequences of length <= ``length`` and ``vocab_size`` tokens."""
 
+    mask_id: int | None = None  # no mask token: every id is an ordinary token
+
     def __init__(
         self,
         vocab_size: int,
@@ -27,6 +29,7 @@ class ToyASARM:
         needs_prompt: bool = False,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
+        draft_head: bool = False,
     ):
         g = torch.Generator().manual_seed(seed)
         V, L = vocab_size, length
@@ -41,6 +44,8 @@ class ToyASARM:
         self.forbidden_ids = tuple(forbidden_ids)
         self.needs_prompt = needs_prompt
         self.calls = 0  # network calls served (for tests)
+        self.draft_calls = 0
+        self.has_draft_head = draft_head  # a toy stand-in: any function of what a head may read
 
     @property
     def device(self) -> torch.device:
@@ -75,6 +80,9 @@ class ToySession:
     def logits(self, tokens, n, m, q_rank, q_ctx):
         check_queries(self.batch, n, m, q_rank, q_ctx)
         self.model.calls += 1
+        return self.logits_unchecked(tokens, q_rank, q_ctx)
+
+    def logits_unchecked(self, tokens, q_rank, q_ctx):
         B, Q = q_rank.shape
         sigma = self.batch.sigma
         valid = q_rank >= 0
@@ -88,3 +96,19 @@ class ToySession:
         return torch.where(
             valid[:, :, None], flat.view(B, Q, -1), torch.zeros_like(flat.view(B, Q, -1))
         )
+
+    def draft_logits(self, tokens, q_rank, q_ctx, q_feat):
+        """A toy draft head: the conditional given ranks < q_ctx, bent by a fixed function of
+        (q_feat, q_rank), so that it differs from the model (and with q_feat) like a real head."""
+        if not self.model.has_draft_head:
+            raise ValueError("this toy model has no draft head (ToyASARM(..., draft_head=True))")
+        self.model.draft_calls += 1
+        valid = q_rank >= 0
+        base = self.logits_unchecked(tokens, q_rank, q_ctx)
+        V = base.shape[-1]
+        wobble = torch.cos(
+            1.3 * q_feat[:, :, None].to(base.dtype)
+            + 0.7 * q_rank[:, :, None].to(base.dtype)
+            + torch.arange(V, dtype=base.dtype, device=base.device)
+        )
+        return torch.where(valid[:, :, None], base + 0.8 * wobble, torch.zeros_like(base))

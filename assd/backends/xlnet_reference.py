@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model import Batch, check_queries
+from ..model import Batch, check_mask_id, check_queries
 from .xlnet_masks import natural_limits, perm_mask_from_limits, target_mapping
 
 
@@ -47,15 +47,30 @@ class XLNetReference:
 
     needs_prompt = True
 
-    def __init__(self, model, forbidden_ids: tuple[int, ...] = (), max_length: int | None = None):
+    def __init__(
+        self,
+        model,
+        forbidden_ids: tuple[int, ...] = (),
+        max_length: int | None = None,
+        *,
+        mask_id: int | None = None,
+        head=None,
+    ):
         self.net = model.eval()
+        p = next(model.parameters())
+        self.head = None if head is None else head.to(device=p.device, dtype=p.dtype)
         self.vocab_size = int(model.config.vocab_size)
         self.forbidden_ids = tuple(int(i) for i in forbidden_ids)
         self.max_length = max_length
+        self.mask_id = check_mask_id(mask_id, self.vocab_size)  # prompts must not contain it
 
     @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
+
+    @property
+    def has_draft_head(self) -> bool:
+        return self.head is not None
 
     def open(self, batch: Batch) -> _ReferenceSession:
         return _ReferenceSession(self, batch.to(self.device))
@@ -98,3 +113,24 @@ class _ReferenceSession:
     @property
     def _dtype(self) -> torch.dtype:
         return next(self.model.net.parameters()).dtype
+
+    @torch.no_grad()
+    def draft_logits(self, tokens, q_rank, q_ctx, q_feat):
+        """The draft head's logits, every input recomputed from scratch (the ground truth)."""
+        from ..heads import reference_draft_logits
+
+        head = self.model.head
+        if head is None:
+            raise ValueError("this model has no draft head (load a model that ships one)")
+        valid = q_rank >= 0
+        b = self.batch
+        if bool(
+            (valid & ((q_feat > q_ctx) | (q_ctx > q_rank) | (q_feat < b.n_prompt[:, None]))).any()
+        ):
+            raise ValueError("draft queries need n_prompt <= q_feat <= q_ctx <= q_rank")
+        perm = perm_mask_from_limits(b.sigma, self.limits).to(self._dtype)
+        content = self.model.net.transformer(
+            input_ids=tokens, perm_mask=perm, use_mems=False
+        ).last_hidden_state  # [B, L, d]: the content stream (no target_mapping)
+        emb = self.model.net.transformer.word_embedding.weight
+        return reference_draft_logits(head, content, emb, tokens, b.sigma, q_rank, q_ctx, q_feat)

@@ -1,5 +1,6 @@
 """Exact samplers over the ``assd.model`` protocol (they know nothing of XLNet)."""
 
+from .auto import fastest
 from .result import RoundTrace, SampleResult
 from .run import RoundEvent, Sampler, generate, rounds, sample
 from .sequential import MeanField, Sequential
@@ -7,5 +8,5 @@ from .speculative import ASSD
 
 __all__ = [
     "ASSD", "MeanField", "Sequential", "Sampler", "RoundEvent", "RoundTrace", "SampleResult",
-    "generate", "rounds", "sample",
+    "generate", "rounds", "sample", "fastest",
 ]  # fmt: skip

@@ -2,13 +2,15 @@
 
 No network call: the draft for the position right of a known token ``a`` is the empirical
 distribution of what follows ``a`` among the committed adjacent pairs (prompt and decoded text);
-without such a pair, the unigram distribution of the committed tokens; without those, uniform.
+without such a pair, the unigram distribution of the committed tokens; without those, uniform
+over the tokens that may be generated.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..probs import allowed
 from .state import State
 
 
@@ -37,10 +39,8 @@ def bigram_draft(
 
     uni = torch.zeros(B, vocab_size, device=dev, dtype=torch.float64)
     uni.scatter_add_(1, tokens.clamp(0, vocab_size - 1), committed.double())
-    allowed = torch.ones(vocab_size, device=dev, dtype=torch.float64)
-    if state.forbidden:
-        allowed[list(state.forbidden)] = 0
-    counts, uni = counts * allowed, uni * allowed
+    ok = allowed(state.forbidden, vocab_size, dev, torch.float64)
+    counts, uni = counts * ok, uni * ok
     use = torch.where((counts.sum(-1) > 0)[:, None], counts, uni)
-    use = torch.where((use.sum(-1) > 0)[:, None], use, allowed.expand(B, -1))
+    use = torch.where((use.sum(-1) > 0)[:, None], use, ok.expand(B, -1))
     return use / use.sum(-1, keepdim=True)

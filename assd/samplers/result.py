@@ -15,7 +15,8 @@ class RoundTrace:
     exact:     position drawn from an exact conditional (bonus row / single remaining token)
     p_draft, p_oracle: draft and oracle probability of each drafted proposal
     tokens:    {position: token} committed this round
-    calls:     network calls spent this round
+    calls:     target-model calls spent this round
+    draft_calls: draft-head calls spent this round
     """
 
     drafted: list[int]
@@ -26,17 +27,20 @@ class RoundTrace:
     p_oracle: list[float]
     tokens: dict[int, int]
     calls: int
+    draft_calls: int = 0
 
 
 @dataclass
 class SampleResult:
-    """One completed sequence: tokens (length L, prompt included), calls (NFE), rounds, trace."""
+    """One completed sequence: tokens (length L, prompt included), target-model calls (NFE),
+    rounds, tokens generated, the per-round trace, and draft-head calls (cheaper, counted apart)."""
 
     tokens: list[int]
     nfe: int
     rounds: int
     n_generated: int
     trace: list[RoundTrace] = field(default_factory=list)
+    draft_calls: int = 0
 
     @property
     def tokens_per_call(self) -> float:

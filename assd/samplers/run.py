@@ -11,8 +11,9 @@ from tqdm.auto import tqdm
 
 from ..model import ASARM, Batch, Session, make_batch
 from ..rng import Rng, TorchRng
+from .graphs import WARM_ROUNDS, capture_round
 from .result import RoundTrace, SampleResult
-from .state import RoundRecord, State
+from .state import Outcome, RoundRecord, State
 
 
 class Sampler(Protocol):
@@ -30,18 +31,131 @@ class RoundEvent:
     round: int
     tokens: torch.Tensor  # [B, L] on the CPU
     traces: list[RoundTrace | None]  # None for rows that were already done
-    nfe: list[int]  # network calls so far, per row
+    nfe: list[int]  # target-model calls so far, per row
     rounds: list[int]  # rounds so far, per row
     generated: list[int]  # tokens committed so far, per row
     done: list[bool]
+    draft_calls: list[int] | None = None  # draft-head calls so far, per row
+
+
+def check_arguments(model, batch, sampler, generator) -> None:
+    """TypeErrors that name the argument and the fix, before anything runs."""
+    if not (hasattr(model, "open") and hasattr(model, "vocab_size")):
+        raise TypeError(
+            f"model must be an assd model (ASARM: .open, .vocab_size), got {type(model).__name__}: "
+            "use assd.load(...).model or a backend from assd.backends"
+        )
+    if not isinstance(batch, Batch):
+        raise TypeError(
+            f"batch must be an assd.Batch, got {type(batch).__name__}: build one with "
+            "assd.make_batch(tokens, sigma, n_prompt) or assd.text.infills_to_batch(...)"
+        )
+    if not (hasattr(sampler, "init") and hasattr(sampler, "step")):
+        raise TypeError(
+            f"sampler must be an assd sampler such as assd.ASSD(k=5) or assd.Sequential(), "
+            f"got {type(sampler).__name__}"
+        )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}: "
+            "use assd.rng.generator(seed, device) (or torch.Generator(device).manual_seed(seed))"
+        )
+    V = int(model.vocab_size)
+    bad = [i for i in getattr(model, "forbidden_ids", ()) if not 0 <= int(i) < V]
+    if bad:
+        raise ValueError(
+            f"{type(model).__name__}.forbidden_ids holds ids outside the vocabulary [0, {V}): "
+            f"{bad[:5]}: drop them or fix vocab_size"
+        )
+    if len(set(int(i) for i in getattr(model, "forbidden_ids", ()))) >= V:
+        raise ValueError(
+            f"every token id of {type(model).__name__} is forbidden (forbidden_ids covers the "
+            f"whole vocabulary of {V}): nothing could be generated; forbid fewer ids"
+        )
+    if getattr(sampler, "needs_draft_head", False) and not getattr(model, "has_draft_head", False):
+        raise ValueError(
+            f"{sampler.name} drafts with the model's draft head, but {type(model).__name__} has "
+            "none: load a model that ships one (e.g. assd.load('prose')) or use draft='self'"
+        )
 
 
 def _checked_batch(model: ASARM, batch: Batch) -> Batch:
     b = make_batch(
-        batch.tokens, batch.sigma, batch.n_prompt, batch.length,
-        vocab_size=model.vocab_size, max_length=model.max_length, needs_prompt=model.needs_prompt,
-    )  # fmt: skip
+        batch.tokens,
+        batch.sigma,
+        batch.n_prompt,
+        batch.length,
+        vocab_size=model.vocab_size,
+        max_length=model.max_length,
+        needs_prompt=model.needs_prompt,
+        mask_id=getattr(model, "mask_id", None),
+    )
     return b.to(model.device)
+
+
+class CheckedSession:
+    """A backend's session whose answers are checked: a wrong shape or dtype raises at once;
+    non-finite logits raise at the next round's sync (the flag stays on the device)."""
+
+    def __init__(self, session: Session, model: ASARM, device):
+        self.session, self.name = session, type(model).__name__
+        self.vocab_size = int(model.vocab_size)
+        # [1 + backend errors] bools on the device: some logits were not finite, then whatever
+        # the backend flags in sync-free mode. Read (and cleared) at the round's one sync.
+        self.n_backend = len(getattr(session, "errors", ()))
+        self.flags = torch.zeros(1 + self.n_backend, dtype=torch.bool, device=device)
+
+    def logits(self, tokens, n, m, q_rank, q_ctx) -> torch.Tensor:
+        return self._check(self.session.logits(tokens, n, m, q_rank, q_ctx), q_rank, "logits")
+
+    def draft_logits(self, tokens, q_rank, q_ctx, q_feat) -> torch.Tensor:
+        out = self.session.draft_logits(tokens, q_rank, q_ctx, q_feat)
+        return self._check(out, q_rank, "draft_logits")
+
+    def _check(self, out, q_rank, what: str) -> torch.Tensor:
+        want = (*q_rank.shape, self.vocab_size)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(
+                f"{self.name}.open(...).{what} returned {type(out).__name__}: a backend must "
+                f"return a torch.Tensor of shape {want} (convert with torch.as_tensor)"
+            )
+        if tuple(out.shape) != want:
+            raise ValueError(
+                f"{self.name}.open(...).{what} returned shape {tuple(out.shape)}, expected "
+                f"{want} (batch, queries, vocab_size={self.vocab_size}): the last dimension "
+                "must be the model's vocabulary size"
+            )
+        if not out.is_floating_point():
+            raise TypeError(
+                f"{self.name}.open(...).{what} returned {out.dtype}: logits must be float"
+            )
+        # Padding queries may hold anything finite, real ones must be finite: one flag, no sync.
+        self.flags[0] |= ~torch.isfinite(out).all()
+        return out
+
+    def round_flags(self) -> torch.Tensor:
+        """[1 + backend errors] device bools to read with the round's one sync."""
+        if self.n_backend:
+            self.flags[1:] = self.session.errors
+        return self.flags
+
+    def raise_if_bad(self, flags: list[bool]) -> None:
+        """Raise for the flags read at the sync (and clear them)."""
+        self.flags.zero_()
+        if flags and flags[0]:
+            raise ValueError(
+                f"{self.name} returned NaN or infinite logits: check the model's weights and "
+                "dtype (float16 overflow?) and the inputs"
+            )
+        if any(flags[1:]):
+            self.session.raise_errors(flags[1:])
+
+    def sync_free(self, max_rows: int):
+        return self.session.sync_free(max_rows)
+
+    @property
+    def can_sync_free(self) -> bool:
+        return hasattr(self.session, "sync_free")
 
 
 def traces_of(record: RoundRecord, state: State) -> list[RoundTrace | None]:
@@ -54,43 +168,63 @@ def traces_of(record: RoundRecord, state: State) -> list[RoundTrace | None]:
         if not r["active"][b]:
             out.append(None)
             continue
-        s, d, a, e, c = (
-            r["start"][b],
-            r["drafted"][b],
-            r["accepted"][b],
-            r["extra"][b],
-            r["committed"][b],
-        )
+        s, d, a = r["start"][b], r["drafted"][b], r["accepted"][b]
+        outcome, c = Outcome(r["outcome"][b]), r["committed"][b]
         drafted = [pos[b][s + i] for i in range(d)]
-        extra_pos = pos[b][s + a] if e else None
+        last = pos[b][s + a] if outcome != Outcome.NONE else None
         out.append(
             RoundTrace(
                 drafted=drafted,
                 accepted=drafted[:a],
-                resampled=extra_pos if e == 1 else None,
-                exact=extra_pos if e == 2 else None,
+                resampled=last if outcome == Outcome.RESIDUAL else None,
+                exact=last if outcome == Outcome.EXACT else None,
                 p_draft=r["p_draft"][b][:d],
                 p_oracle=r["p_oracle"][b][:d],
                 tokens={pos[b][s + i]: toks[b][pos[b][s + i]] for i in range(c)},
                 calls=r["calls"][b],
+                draft_calls=r["draft_calls"][b],
             )
         )
     return out
 
 
 def rounds(
-    model: ASARM, batch: Batch, sampler: Sampler, generator: torch.Generator | None = None
+    model: ASARM,
+    batch: Batch,
+    sampler: Sampler,
+    generator: torch.Generator | None = None,
+    *,
+    graphs: bool | None = None,
 ) -> Iterator[tuple[State, RoundRecord]]:
     """The bare loop: yields the device-side (state, record) after every round, no host copies.
 
-    One host sync a round (is any row still active?) on top of what the backend needs.
+    One host sync a round (is any row still active? did the backend return bad logits?) on top
+    of what the backend needs. graphs (default: on CUDA, with a backend that can run sync-free):
+    after WARM_ROUNDS eager rounds, each round is one replay of a captured CUDA graph of the
+    sampler's whole step (same tokens as the eager path for the same seed).
     """
+    check_arguments(model, batch, sampler, generator)
     batch = _checked_batch(model, batch)
-    session = model.open(batch)
+    device = batch.tokens.device
+    session = CheckedSession(model.open(batch), model, device)
     state = sampler.init(batch, model.forbidden_ids, model.vocab_size)
     rng = TorchRng(generator)
-    while bool(state.active.any()):
-        state, rec = sampler.step(state, session, rng)
+    graphs = (device.type == "cuda" if graphs is None else graphs) and session.can_sync_free
+    graph, n_round = None, 0
+    going = bool(state.active.any())
+    while going:
+        n_round += 1
+        if graphs and graph is None and n_round > WARM_ROUNDS:
+            graph = capture_round(sampler, state, session, rng)  # None if it cannot be captured
+            graphs = graph is not None
+        if graph is not None:
+            state, rec = graph.replay(rng)
+        else:
+            rng.start_round(batch.size, device)
+            state, rec = sampler.step(state, session, rng)
+        flags = torch.cat([state.active.any()[None], session.round_flags()]).tolist()
+        going = flags[0]  # the round's one host sync
+        session.raise_if_bad(flags[1:])
         yield state, rec
 
 
@@ -101,18 +235,26 @@ def generate(
     generator: torch.Generator | None = None,
     *,
     trace: bool = True,
+    graphs: bool | None = None,
 ) -> Iterator[RoundEvent]:
     """Run ``sampler`` on ``batch``, yielding a :class:`RoundEvent` (on the CPU) after every round.
 
     The final state is the last event's tokens. Use :func:`sample` for finished results.
     """
+    check_arguments(model, batch, sampler, generator)
     n_prompt = batch.n_prompt
-    for i, (state, rec) in enumerate(rounds(model, batch, sampler, generator), 1):
+    for i, (state, rec) in enumerate(rounds(model, batch, sampler, generator, graphs=graphs), 1):
         traces = traces_of(rec, state) if trace else [None] * batch.size
         yield RoundEvent(
-            i, state.tokens.cpu(), traces, state.nfe.tolist(), state.rounds.tolist(),
-            (state.n - n_prompt.to(state.n.device)).tolist(), (~state.active).tolist(),
-        )  # fmt: skip
+            i,
+            state.tokens.cpu(),
+            traces,
+            state.nfe.tolist(),
+            state.rounds.tolist(),
+            (state.n - n_prompt.to(state.n.device)).tolist(),
+            (~state.active).tolist(),
+            state.draft_calls.tolist(),
+        )
 
 
 def sample(
@@ -124,25 +266,29 @@ def sample(
     trace: bool = True,
     callback: Callable[[RoundEvent], None] | None = None,
     progress: bool = False,
+    graphs: bool | None = None,
 ) -> list[SampleResult]:
     """Sample every row of ``batch`` to completion; one :class:`SampleResult` per row.
 
     With ``trace=False`` and no callback or progress bar nothing leaves the device until the end
-    (the fast path for benchmarks and evaluations).
+    (the fast path for benchmarks and evaluations). ``graphs``: replay whole rounds as CUDA
+    graphs (default: on CUDA with the engine; see :func:`rounds`).
     """
+    check_arguments(model, batch, sampler, generator)
     B = batch.size
     gen = (batch.length - batch.n_prompt).tolist()
     if not (trace or callback or progress):
         state = None
-        for state, _ in rounds(model, batch, sampler, generator):  # noqa: B007 (the last one)
-            pass
+        for last, _ in rounds(model, batch, sampler, generator, graphs=graphs):
+            state = last
         assert state is not None
         toks, nfe, rnd = state.tokens.tolist(), state.nfe.tolist(), state.rounds.tolist()
-        return [SampleResult(toks[b], nfe[b], rnd[b], gen[b], []) for b in range(B)]
+        dc = state.draft_calls.tolist()
+        return [SampleResult(toks[b], nfe[b], rnd[b], gen[b], [], dc[b]) for b in range(B)]
     traces: list[list[RoundTrace]] = [[] for _ in range(B)]
     event = None
     bar = tqdm(total=sum(gen), desc=sampler.name, disable=not progress, unit="tok")
-    for event in generate(model, batch, sampler, generator, trace=trace):
+    for event in generate(model, batch, sampler, generator, trace=trace, graphs=graphs):
         for b, t in enumerate(event.traces):
             if t is not None:
                 traces[b].append(t)
@@ -154,6 +300,9 @@ def sample(
     bar.close()
     assert event is not None
     return [
-        SampleResult(event.tokens[b].tolist(), event.nfe[b], event.rounds[b], gen[b], traces[b])
+        SampleResult(
+            event.tokens[b].tolist(), event.nfe[b], event.rounds[b], gen[b], traces[b],
+            event.draft_calls[b],
+        )
         for b in range(B)
-    ]
+    ]  # fmt: skip

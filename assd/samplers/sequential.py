@@ -9,7 +9,8 @@ import torch
 from ..model import Batch, Session, draft_queries
 from ..probs import to_probs
 from ..rng import Rng
-from .state import RoundRecord, State, init_state
+from .state import Outcome, RoundRecord, State, init_state
+from .validate import check_k, check_temperature
 
 
 def _commit_parallel(state: State, session: Session, rng: Rng, k: int, temperature: float):
@@ -28,9 +29,17 @@ def _commit_parallel(state: State, session: Session, rng: Rng, k: int, temperatu
     calls = act.long()
     px = torch.gather(p, -1, x.unsqueeze(-1)).squeeze(-1)
     rec = RoundRecord(
-        active=act, start=state.n, drafted=drafted, accepted=drafted, extra=torch.zeros_like(zero),
-        committed=drafted, calls=calls, p_draft=px, p_oracle=px,
-    )  # fmt: skip
+        active=act,
+        start=state.n,
+        drafted=drafted,
+        accepted=drafted,
+        outcome=torch.full_like(zero, int(Outcome.NONE)),
+        committed=drafted,
+        calls=calls,
+        draft_calls=zero,
+        p_draft=px,
+        p_oracle=px,
+    )
     return state.commit(tokens, state.n + drafted, calls), rec
 
 
@@ -40,12 +49,13 @@ class Sequential:
 
     temperature: float = 1.0
     name = "sequential"
+    exact = True
 
     def __post_init__(self):
-        _check_temperature(self.temperature)
+        check_temperature(self.temperature)
 
     def init(self, batch: Batch, forbidden: tuple[int, ...], vocab_size: int) -> State:
-        return init_state(batch, forbidden, vocab_size)
+        return init_state(batch, forbidden, vocab_size, 1)
 
     def step(self, state: State, session: Session, rng: Rng) -> tuple[State, RoundRecord]:
         return _commit_parallel(state, session, rng, 1, self.temperature)
@@ -62,29 +72,14 @@ class MeanField:
     k: int = 2
     temperature: float = 1.0
     name = "mean-field"
+    exact = False
 
     def __post_init__(self):
-        _check_k(self.k)
-        _check_temperature(self.temperature)
+        check_k(self.k)
+        check_temperature(self.temperature)
 
     def init(self, batch: Batch, forbidden: tuple[int, ...], vocab_size: int) -> State:
-        return init_state(batch, forbidden, vocab_size)
+        return init_state(batch, forbidden, vocab_size, self.k)
 
     def step(self, state: State, session: Session, rng: Rng) -> tuple[State, RoundRecord]:
-        return _commit_parallel(state, session, rng, self.k, self.temperature)
-
-
-def _check_k(k) -> None:
-    if not isinstance(k, int) or isinstance(k, bool):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if k < 1:
-        raise ValueError(f"k (tokens drafted per round) must be >= 1, got {k}")
-
-
-def _check_temperature(t) -> None:
-    if not isinstance(t, (int, float)) or isinstance(t, bool):
-        raise TypeError(f"temperature must be a number, got {type(t).__name__}")
-    if not t > 0:
-        raise ValueError(
-            f"temperature must be > 0, got {t} (use a small value such as 0.1 for near-greedy)"
-        )
+        return _commit_parallel(state, session, rng, state.k, self.temperature)

@@ -1,15 +1,30 @@
-"""Sampler state and the per-round record, both batched tensors with a leading batch dim B."""
+"""Sampler state between rounds and the per-round record, batched with a leading batch dim B.
+
+Every sampler carries a :class:`State`; samplers that draw the next round's proposals ahead of
+time (the one-call form, head drafts) carry a :class:`Carried` state with those proposals. A
+round ends in one named :class:`Outcome` per row.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from enum import IntEnum
+from typing import ClassVar
 
 import torch
 
 from ..model import Batch
 
 
-@dataclass
+class Outcome(IntEnum):
+    """How a round ended, after its accepted prefix of proposals."""
+
+    NONE = 0  # nothing drawn after the accepted proposals (all passed, no exact row left)
+    RESIDUAL = 1  # the first rejected proposal was replaced by a draw from the residual
+    EXACT = 2  # a token was drawn from an exact conditional (every proposal passed, or none)
+
+
+@dataclass(kw_only=True)
 class State:
     """Where every row of a batch stands between two rounds.
 
@@ -18,10 +33,8 @@ class State:
     sigma, pos_of_rank: [B, L]  the order and its inverse
     n:       [B]     ranks < n are committed
     end:     [B]     the row is done when n == end (its length)
-    pend_x:  [B, K]  proposals carried to the next round (one-call variant), ranks n..n+pend_k-1
-    pend_q:  [B, K, V] their draft distributions
-    pend_k:  [B]     number of carried proposals
-    nfe, rounds: [B] statistics (not part of the state's identity)
+    nfe, draft_calls, rounds: [B]  statistics: target-model calls, draft-head calls, rounds
+    k: proposals per round, capped at the most tokens any row generates (shapes use it)
     forbidden: token ids that are never generated; vocab_size: V
     """
 
@@ -31,13 +44,15 @@ class State:
     pos_of_rank: torch.Tensor
     n: torch.Tensor
     end: torch.Tensor
-    pend_x: torch.Tensor
-    pend_q: torch.Tensor
-    pend_k: torch.Tensor
     nfe: torch.Tensor
+    draft_calls: torch.Tensor
     rounds: torch.Tensor
+    k: int = 0
     forbidden: tuple[int, ...] = ()
     vocab_size: int = 0
+
+    STATS: ClassVar[tuple[str, ...]] = ("nfe", "draft_calls", "rounds")  # not a row's identity
+    PADDED: ClassVar[dict[str, str]] = {}  # field -> count field: only its first count entries
 
     @property
     def active(self) -> torch.Tensor:  # [B] bool
@@ -50,7 +65,7 @@ class State:
 
     def place(
         self, tokens: torch.Tensor, ranks: torch.Tensor, values: torch.Tensor, valid: torch.Tensor
-    ):
+    ) -> torch.Tensor:
         """Copy of tokens with values [B, K] written at ranks [B, K] where valid."""
         L = tokens.shape[1]
         # Invalid entries may alias valid positions: send them to a spare column (no host sync).
@@ -59,40 +74,76 @@ class State:
         out.scatter_(1, pos, values)
         return out[:, :L]
 
-    def commit(self, tokens: torch.Tensor, new_n: torch.Tensor, calls: torch.Tensor) -> State:
-        """Keep ranks < new_n of tokens, reset the rest to blanks, count calls and a round."""
+    def commit(
+        self,
+        tokens: torch.Tensor,
+        new_n: torch.Tensor,
+        calls: torch.Tensor,
+        draft_calls: torch.Tensor | None = None,
+        **carried: torch.Tensor,
+    ) -> State:
+        """Keep ranks < new_n of tokens, reset the rest to blanks, count calls and a round;
+        ``carried`` sets the sampler's own fields (e.g. the next round's proposals)."""
         kept = torch.where(self.sigma < new_n[:, None], tokens, self.blank)
+        spent = calls if draft_calls is None else calls + draft_calls
         return replace(
             self,
             tokens=kept,
             n=new_n,
             nfe=self.nfe + calls,
-            rounds=self.rounds + (calls > 0).long(),
+            draft_calls=self.draft_calls + (0 if draft_calls is None else draft_calls),
+            rounds=self.rounds + (spent > 0).long(),
+            **carried,
         )
 
 
-def init_state(batch: Batch, forbidden: tuple[int, ...], vocab_size: int, k: int = 0) -> State:
+@dataclass(kw_only=True)
+class Carried(State):
+    """A state that carries the next round's proposals, drawn a round ahead.
+
+    next_x: [B, K]     proposals for ranks n .. n+next_k-1
+    next_q: [B, K, V]  the draft distribution each was drawn from
+    next_k: [B]        how many there are (0: none, e.g. before the first round)
+    """
+
+    next_x: torch.Tensor
+    next_q: torch.Tensor
+    next_k: torch.Tensor
+
+    PADDED: ClassVar[dict[str, str]] = {"next_x": "next_k", "next_q": "next_k"}
+
+
+def init_state(
+    batch: Batch, forbidden: tuple[int, ...], vocab_size: int, k: int = 0, carried: bool = False
+) -> State:
+    """The state before the first round. ``k`` is capped at the most tokens a row generates, so
+    nothing is ever allocated for proposals that cannot exist (one host read, at the start)."""
     B = batch.size
     dev = batch.tokens.device
     zeros = torch.zeros(B, dtype=torch.long, device=dev)
-    return State(
+    k = min(int(k), int((batch.length - batch.n_prompt).max())) if k else 0
+    common = dict(
         tokens=batch.tokens.clone(),
         blank=batch.tokens.clone(),
         sigma=batch.sigma,
         pos_of_rank=batch.pos_of_rank,
         n=batch.n_prompt.clone(),
         end=batch.length.clone(),
-        pend_x=torch.zeros(B, k, dtype=torch.long, device=dev),
-        pend_q=torch.zeros(B, k, vocab_size if k else 0, device=dev),
-        pend_k=zeros.clone(),
         nfe=zeros.clone(),
+        draft_calls=zeros.clone(),
         rounds=zeros.clone(),
+        k=k,
         forbidden=tuple(forbidden),
         vocab_size=int(vocab_size),
     )
-
-
-STAT_FIELDS = ("nfe", "rounds")
+    if not carried:
+        return State(**common)
+    return Carried(
+        **common,
+        next_x=torch.zeros(B, k, dtype=torch.long, device=dev),
+        next_q=torch.zeros(B, k, int(vocab_size), device=dev),
+        next_k=zeros.clone(),
+    )
 
 
 def index_state(state: State, idx: torch.Tensor) -> State:
@@ -108,45 +159,47 @@ def state_key(state: State, row: int) -> bytes:
     """Identity of one row (everything that determines its future; statistics excluded)."""
     parts = []
     for f in _tensor_fields(state):
-        if f.name in STAT_FIELDS:
+        if f.name in state.STATS:
             continue
         t = getattr(state, f.name)[row]
-        if f.name in ("pend_x", "pend_q"):
-            t = t[: int(state.pend_k[row])]
+        if f.name in state.PADDED:
+            t = t[: int(getattr(state, state.PADDED[f.name])[row])]
         parts.append(t.detach().cpu().contiguous().numpy().tobytes())
     return b"|".join(parts)
 
 
+def cat_states(states: list[State]) -> State:
+    """Stack states (same type, L, K, V) along the batch dim."""
+    first = states[0]
+    return replace(
+        first,
+        **{f.name: torch.cat([getattr(s, f.name) for s in states]) for f in _tensor_fields(first)},
+    )
+
+
 @dataclass
 class RoundRecord:
-    """What one round did, per row (batched). Drafted ranks are start .. start+drafted-1.
+    """What one round did, per row (batched). Verified proposals are ranks start .. start+drafted-1.
 
-    active:    [B] bool   the row took part in this round
-    start:     [B]        n before the round
-    drafted:   [B]        proposals verified this round
-    accepted:  [B]        proposals accepted (a prefix of the drafted ones)
-    extra:     [B]        0 none, 1 resampled (rejection at rank start+accepted), 2 bonus/exact draw
-    committed: [B]        tokens committed this round
-    calls:     [B]        network calls this round
-    p_draft:   [B, K]     draft probability of each proposal
-    p_oracle:  [B, K]     oracle probability of each proposal
+    active:      [B] bool  the row took part in this round
+    start:       [B]       n before the round
+    drafted:     [B]       proposals verified this round
+    accepted:    [B]       proposals accepted (a prefix of the drafted ones)
+    outcome:     [B]       an :class:`Outcome` code: what was drawn after the accepted prefix
+    committed:   [B]       tokens committed this round
+    calls:       [B]       target-model calls this round
+    draft_calls: [B]       draft-head calls this round (cheaper than target calls)
+    p_draft:     [B, K]    draft probability of each proposal
+    p_oracle:    [B, K]    oracle probability of each proposal
     """
 
     active: torch.Tensor
     start: torch.Tensor
     drafted: torch.Tensor
     accepted: torch.Tensor
-    extra: torch.Tensor
+    outcome: torch.Tensor
     committed: torch.Tensor
     calls: torch.Tensor
+    draft_calls: torch.Tensor
     p_draft: torch.Tensor
     p_oracle: torch.Tensor
-
-
-def cat_states(states: list[State]) -> State:
-    """Stack states (same L, K, V) along the batch dim."""
-    first = states[0]
-    return replace(
-        first,
-        **{f.name: torch.cat([getattr(s, f.name) for s in states]) for f in _tensor_fields(first)},
-    )

@@ -6,10 +6,10 @@ set -uo pipefail
 W=${1:?work dir}; N=${2:-2}; T=${3:-35}; shift 3 || shift $#
 D=${DATA:-.carry}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-common=(--data "$D/python_stdlib.jsonl.xz" --tokenizer "$D/tok_code" --preset demo --seq_len 256
-        --batch_size 128 --lr 1e-3 --warmup_steps 50 --mask_warmup_steps 100 --max_steps 100000
-        --max_time "$T" --log_every 10 --eval_every 50 --eval_chunks 128 --sample_every 1000000
-        --n_samples 0 --save_every 1000000 --no-progress)
+common=(--data "$D/python_stdlib.jsonl.xz" --tokenizer "$D/tok_code" --preset demo --seq-len 256
+        --batch-size 128 --lr 1e-3 --warmup-steps 50 --mask-warmup-steps 100 --max-steps 100000
+        --max-time "$T" --log-every 10 --eval-every 50 --eval-chunks 128 --sample-every 1000000
+        --n-samples 0 --save-every 1000000 --no-progress)
 for n in 1 "$N"; do
   multi=(); [ "$n" -gt 1 ] && multi=(--multi_gpu)
   echo "===== $n process(es)"

@@ -7,15 +7,15 @@ set -uo pipefail
 W=${1:?work dir}; PACK=${2:?pack dir}; T=${3:-500}; shift 3 || shift $#
 D=${DATA:-.carry}
 mkdir -p "$W" "$PACK"
-common=(--preset demo --seq_len 256 --batch_size 128 --lr 1e-3 --warmup_steps 200
-        --mask_start 0.15 --mask_min 0.05 --mask_max 0.95 --mask_warmup_steps 300
-        --max_steps 100000 --max_time "$T" --log_every 25 --eval_every 250 --eval_chunks 256
-        --sample_every 1000 --n_samples 2 --save_every 1000000 --export_best --no-progress)
-python -m training.train --data "$D/wiki_train.jsonl.xz" --val_data "$D/wiki_valid.jsonl.xz" \
+common=(--preset demo --seq-len 256 --batch-size 128 --lr 1e-3 --warmup-steps 200
+        --mask-start 0.15 --mask-min 0.05 --mask-max 0.95 --mask-warmup-steps 300
+        --max-steps 100000 --max-time "$T" --log-every 25 --eval-every 250 --eval-chunks 256
+        --sample-every 1000 --n-samples 2 --save-every 1000000 --export-best --no-progress)
+python -m training.train --data "$D/wiki_train.jsonl.xz" --val-data "$D/wiki_valid.jsonl.xz" \
   --tokenizer "$D/tok_prose" --out "$W/prose" --export "$W/prose/model" "${common[@]}" "$@" \
   > "$W/prose.log" 2>&1 &
 p1=$!
-python -m training.train --data "$D/python_stdlib.jsonl.xz" --val_every_doc 50 \
+python -m training.train --data "$D/python_stdlib.jsonl.xz" --val-every-doc 50 \
   --tokenizer "$D/tok_code" --out "$W/code" --export "$W/code/model" "${common[@]}" "$@" \
   > "$W/code.log" 2>&1 &
 p2=$!

@@ -1,0 +1,220 @@
+"""Where ASSD's proposals come from: one small class per drafting strategy.
+
+A drafter answers four questions for :class:`assd.samplers.speculative.ASSD`:
+
+- ``init``: the sampler's state (a :class:`Carried` state if proposals are drawn a round early);
+- ``propose``: this round's proposals (:class:`Proposals`), possibly spending a call;
+- ``extra_queries``: rows the drafter wants in the oracle call (none, except the one-call form);
+- ``carry``: after the round is decided, the fields to carry to the next round (the next
+  proposals, for drafters that draw them early) and the draft-head calls spent doing so.
+
+Exactness only needs every proposal's q to ignore the proposal itself: q may look at committed
+tokens and at earlier proposals of the same round (``assd.samplers.speculative``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..model import Batch, Session
+from ..probs import to_probs
+from ..rng import Rng
+from .bigram import bigram_draft
+from .state import Carried, State, init_state
+
+DRAFTS = ("self", "bigram", "head")
+
+
+@dataclass
+class Proposals:
+    """This round's proposals for ranks n .. n+k-1 (all tensors batched).
+
+    x: [B, K] tokens; q: [B, K, V] the distributions they were drawn from; k: [B] how many.
+    next_row: [B] bool, add the exact row of rank n+k to the oracle call (a free token when all
+    pass; the only token when k = 0). exact_first: q[:, 0] is the exact conditional at the oracle
+    temperature (accepted with probability 1). calls / draft_calls: [B] target / head calls spent.
+    """
+
+    x: torch.Tensor
+    q: torch.Tensor
+    k: torch.Tensor
+    next_row: torch.Tensor
+    calls: torch.Tensor
+    draft_calls: torch.Tensor
+    exact_first: bool = False
+
+
+def _no_queries(st: State) -> tuple[torch.Tensor, torch.Tensor]:
+    empty = torch.empty(st.n.shape[0], 0, dtype=torch.long, device=st.n.device)
+    return empty, empty
+
+
+def _zeros(st: State):
+    return torch.zeros_like(st.n)
+
+
+class SelfDraft:
+    """The paper's drafts: one call predicts ranks n..n+k-1 given ranks < n (mean field).
+
+    Draft row 0 *is* the exact conditional of rank n (drawn at the oracle temperature, as the
+    paper does), so its proposal is always accepted and a round with k >= 2 commits >= 2 tokens
+    for 2 calls. A row with one token left (or k = 1) takes one exact row instead: 1 call, 1
+    token. So calls never exceed tokens.
+    """
+
+    def init(self, s, batch: Batch, forbidden, vocab_size) -> State:
+        return init_state(batch, forbidden, vocab_size, s.k)
+
+    def propose(self, s, st: State, session: Session, rng: Rng) -> Proposals:
+        K, B, V = st.k, st.n.shape[0], st.vocab_size
+        act = st.active
+        multi = act & (st.end - st.n > 1) & (K > 1)
+        kk = torch.where(multi, (st.end - st.n).clamp(max=K), 0)
+        ar = torch.arange(K, device=st.n.device)
+        valid = ar < kk[:, None]
+        if K > 1:
+            qr = torch.where(valid, st.n[:, None] + ar, -1)
+            qc = torch.where(valid, st.n[:, None].expand(B, K), -1)
+            logits = session.logits(st.tokens, st.n, _zeros(st), qr, qc)
+            q = torch.cat(
+                [
+                    to_probs(logits[:, :1], s.oracle_temperature, st.forbidden),
+                    to_probs(logits[:, 1:], s.temperature, st.forbidden),
+                ],
+                1,
+            )
+            x = rng.categorical(q, valid)
+        else:
+            q = torch.zeros(B, K, V, device=st.n.device)
+            x = torch.zeros(B, K, dtype=torch.long, device=st.n.device)
+        next_row = (act & ~multi) | (multi & s.bonus)
+        return Proposals(x, q, kk, next_row, multi.long(), _zeros(st), exact_first=True)
+
+    def extra_queries(self, s, st, props):
+        return _no_queries(st)
+
+    def carry(self, s, st, tokens, verdict, p_next, extra_logits, session, rng):
+        return {}, _zeros(st)
+
+
+class BigramDraft:
+    """Context-bigram drafts, each conditioned on the proposal to its left: no network call."""
+
+    def init(self, s, batch: Batch, forbidden, vocab_size) -> State:
+        return init_state(batch, forbidden, vocab_size, s.k)
+
+    def propose(self, s, st: State, session: Session, rng: Rng) -> Proposals:
+        K = st.k
+        act = st.active
+        kk = torch.where(act, (st.end - st.n).clamp(max=K), 0)
+        ar = torch.arange(K, device=st.n.device)
+        ranks = st.n[:, None] + ar
+        valid = ar < kk[:, None]
+        tokens, qs, xs = st.tokens, [], []
+        for i in range(K):
+            qi = bigram_draft(st, tokens, ranks[:, i], st.n + i, st.vocab_size)  # [B, V]
+            xi = rng.categorical(qi[:, None], valid[:, i : i + 1])  # [B, 1]
+            tokens = st.place(tokens, ranks[:, i : i + 1], xi, valid[:, i : i + 1])
+            qs.append(qi)
+            xs.append(xi)
+        q = torch.stack(qs, 1)
+        return Proposals(torch.cat(xs, 1), q, kk, act & s.bonus, _zeros(st), _zeros(st))
+
+    def extra_queries(self, s, st, props):
+        return _no_queries(st)
+
+    def carry(self, s, st, tokens, verdict, p_next, extra_logits, session, rng):
+        return {}, _zeros(st)
+
+
+class _CarriedDraft:
+    """Proposals drawn at the end of the previous round (none before the first round)."""
+
+    def init(self, s, batch: Batch, forbidden, vocab_size) -> State:
+        return init_state(batch, forbidden, vocab_size, s.k, carried=True)
+
+    def propose(self, s, st: Carried, session: Session, rng: Rng) -> Proposals:
+        kk = torch.where(st.active, st.next_k, 0)
+        z = _zeros(st)
+        return Proposals(st.next_x, st.next_q, kk, st.active, z, z)
+
+    @staticmethod
+    def _next_k(st: State, new_n: torch.Tensor) -> torch.Tensor:
+        return torch.where(new_n < st.end, (st.end - new_n).clamp(max=st.k), 0)
+
+
+class OneCallDraft(_CarriedDraft):
+    """The oracle call also computes the next round's drafts, for every possible outcome a
+    (a proposals accepted, then a token at rank n+a): rows for ranks n+a+1 .. n+a+K given
+    ranks < n+a, all committed once the outcome is known and none of them the token drawn at
+    rank n+a. So each round costs one call and commits at least one token."""
+
+    def extra_queries(self, s, st: Carried, props: Proposals):
+        B, K = st.n.shape[0], st.k
+        dev = st.n.device
+        ar = torch.arange(K, device=dev)
+        a_all = torch.arange(K + 1, device=dev)  # possible outcomes a
+        d_rank = st.n[:, None, None] + a_all[None, :, None] + 1 + ar[None, None, :]  # [B, K+1, K]
+        d_ctx = (st.n[:, None] + a_all)[:, :, None].expand(B, K + 1, K)
+        ok = (
+            st.active[:, None, None]
+            & (a_all[None, :, None] <= props.k[:, None, None])
+            & (d_rank < st.end[:, None, None])
+        )
+        return torch.where(ok, d_rank, -1).flatten(1), torch.where(ok, d_ctx, -1).flatten(1)
+
+    def carry(self, s, st: Carried, tokens, verdict, p_next, extra_logits, session, rng):
+        B, K = st.n.shape[0], st.k
+        q_all = to_probs(extra_logits, s.temperature, st.forbidden).view(B, K + 1, K, -1)
+        V = q_all.shape[-1]
+        new_k = self._next_k(st, verdict.new_n)
+        sel = verdict.accepted.clamp(max=K)[:, None, None, None].expand(B, 1, K, V)
+        nq = torch.gather(q_all, 1, sel)[:, 0]  # [B, K, V]: the rows of the outcome that happened
+        valid = torch.arange(K, device=st.n.device) < new_k[:, None]
+        nq = torch.where(valid[:, :, None], nq, torch.zeros_like(nq))
+        # Padding rows hold zeros; the draw reads a valid distribution there and ignores it.
+        nx = rng.categorical(torch.where(valid[:, :, None], nq, p_next[:, None]), valid)
+        return {"next_x": nx, "next_q": nq, "next_k": new_k}, _zeros(st)
+
+
+class HeadDraft(_CarriedDraft):
+    """Proposals from the model's draft head (``Session.draft_logits``), one after another along
+    the order, each conditioned on the committed tokens and the proposals before it. Drawn right
+    after a round is decided, for the next round; the oracle call adds the exact next row (a free
+    token when every proposal passes). Head calls are counted apart from target calls."""
+
+    def extra_queries(self, s, st, props):
+        return _no_queries(st)
+
+    def carry(self, s, st: Carried, tokens, verdict, p_next, extra_logits, session, rng):
+        B, K, V = st.n.shape[0], st.k, st.vocab_size
+        new_n = verdict.new_n
+        new_k = self._next_k(st, new_n)
+        # The target's states are valid below n + accepted (the token drawn after the accepted
+        # proposals was never run through the target); the head reads later ranks as tokens.
+        feat = st.n + verdict.accepted
+        cur = torch.where(st.sigma < new_n[:, None], tokens, st.blank)
+        xs, qs = [], []
+        for i in range(K):
+            ok = i < new_k
+            r = torch.where(ok, new_n + i, -1)[:, None]
+            logits = session.draft_logits(cur, r, r, torch.where(ok, feat, -1)[:, None])
+            qi = to_probs(logits, s.temperature, st.forbidden)  # [B, 1, V]
+            xi = rng.categorical(qi, ok[:, None])
+            cur = st.place(cur, r, xi, ok[:, None])
+            xs.append(xi)
+            qs.append(torch.where(ok[:, None, None], qi, torch.zeros_like(qi)))
+        nx = torch.cat(xs, 1) if K else torch.zeros(B, 0, dtype=torch.long, device=new_n.device)
+        nq = torch.cat(qs, 1) if K else torch.zeros(B, 0, V, device=new_n.device)
+        return {"next_x": nx, "next_q": nq, "next_k": new_k}, new_k
+
+
+_DRAFTERS = {"self": SelfDraft(), "bigram": BigramDraft(), "head": HeadDraft()}
+_ONE_CALL = OneCallDraft()
+
+
+def drafter_for(sampler):
+    """The drafter of an ASSD configuration."""
+    return _ONE_CALL if sampler.one_call else _DRAFTERS[sampler.draft]

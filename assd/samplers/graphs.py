@@ -1,0 +1,102 @@
+"""A whole sampler round as one CUDA graph: drafts, the network call, acceptance, commit.
+
+Why. With a small model a round's network call is a few hundred microseconds of GPU work, and
+the sampler's own kernels (softmax, draws, acceptance, residual, bookkeeping) add dozens of
+launches; launched one by one from Python they cost more than the call. Captured once and
+replayed, a round costs one launch.
+
+How. The samplers' steps are written without host syncs and with fixed shapes; the backend runs
+sync-free for the capture (``session.sync_free(max_rows)``: fixed row counts, errors flagged on
+the device). The state lives in static buffers that the round updates in place, and the round's
+uniforms come from a static block refilled from the generator before each replay: the same
+numbers an eager round reads (``assd.rng.TorchRng``), so the tokens are the same for the same
+seed. Anything that cannot be captured falls back to eager rounds, with a warning. On other
+devices the same machinery runs the round eagerly on the static buffers, which is how the tests
+check it without a GPU.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import fields, replace
+
+import torch
+
+from .state import RoundRecord, State
+
+WARM_ROUNDS = 2  # eager rounds before the capture (the first round may compute many rows)
+
+
+def max_new_rows(state: State) -> int:
+    """Most new content rows one call can need, and most tokens one draft-head call reads: a
+    round's proposals plus the last committed token (whose state no call has computed yet)."""
+    return state.k + 1
+
+
+class RoundGraph:
+    """A captured round: ``replay(rng)`` runs one round, returns the (static) state and record."""
+
+    def __init__(self, run: Callable[[], RoundRecord], state: State, block: torch.Tensor):
+        self.run, self.state, self.block = run, state, block
+
+    def replay(self, rng) -> tuple[State, RoundRecord]:
+        self.block.copy_(rng.draw(self.block.shape, self.block.device))
+        return self.state, self.run()
+
+
+def _tensors(state: State) -> list[str]:
+    return [f.name for f in fields(state) if isinstance(getattr(state, f.name), torch.Tensor)]
+
+
+def capture_round(sampler, state: State, session, rng) -> RoundGraph | None:
+    """Capture one round of ``sampler`` from ``state`` (None, with a warning, if it fails)."""
+    device = state.n.device
+    static = replace(state, **{f: getattr(state, f).clone() for f in _tensors(state)})
+    block = torch.zeros(state.n.shape[0], rng.width, device=device)
+    rows = max_new_rows(state)
+
+    def round_in_place() -> RoundRecord:
+        """One round on the static buffers, reading the static block of uniforms."""
+        saved = rng.block, rng.used, rng.frozen
+        rng.block, rng.used, rng.frozen = block, 0, True
+        try:
+            with session.sync_free(rows):
+                out, record = sampler.step(static, session, rng)
+        finally:
+            rng.block, rng.used, rng.frozen = saved
+        for name in _tensors(static):
+            src, dst = getattr(out, name), getattr(static, name)
+            if src is not dst:
+                dst.copy_(src)
+        return record
+
+    if device.type != "cuda":
+        return RoundGraph(round_in_place, static, block)
+    try:
+        # Warm up on a side stream (lazy allocations, library handles); its cache writes are
+        # the ones the first replay makes again (same tokens), its state change is discarded.
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        warm = replace(static, **{f: getattr(static, f).clone() for f in _tensors(static)})
+        with torch.cuda.stream(side):
+            saved = rng.block, rng.used, rng.frozen
+            rng.block, rng.used, rng.frozen = block, 0, True
+            try:
+                with session.sync_free(rows):
+                    sampler.step(warm, session, rng)
+            finally:
+                rng.block, rng.used, rng.frozen = saved
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            record = round_in_place()
+    except Exception as e:  # anything not capturable on this build: stay eager
+        warnings.warn(f"round capture failed, running rounds eagerly: {e}", stacklevel=3)
+        return None
+
+    def replay() -> RoundRecord:
+        graph.replay()
+        return record
+
+    return RoundGraph(replay, static, block)

@@ -1,0 +1,135 @@
+"""Draft heads: ASSD with head drafts is exact; the engine's cached head equals the reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import toy_problems
+
+import assd
+from assd import ASSD, make_batch, sample
+from assd.backends import XLNetEngine, XLNetReference
+from assd.exact import sampler_distribution, sequential_joint, total_variation
+from assd.heads import DraftHead, HeadConfig, load_head
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(toy_problems(max_outcomes=64), st.sampled_from([0.5, 1.0, 1.7]), st.data())
+def test_head_assd_is_exact(problem, t, data):
+    model, batch, m = problem
+    model.has_draft_head = True
+    k = data.draw(st.integers(1, m))
+    got = sampler_distribution(model, batch, ASSD(k=k, temperature=t, draft="head"))
+    want = sequential_joint(model, batch, t)
+    assert abs(sum(got.values()) - 1) < 1e-9
+    assert total_variation(got, want) < 1e-9
+
+
+def test_head_rounds_cost_one_target_call_and_count_head_calls_apart():
+    from assd.backends.toy import ToyASARM
+
+    model = ToyASARM(4, 7, seed=3, draft_head=True)
+    sigma, P = assd.order_from_mask(torch.tensor([False, True, True, True, True, True, False]))
+    batch = make_batch(torch.zeros(16, 7, dtype=torch.long), sigma.expand(16, 7), P.expand(16))
+    res = sample(model, batch, ASSD(k=3, draft="head"), torch.Generator().manual_seed(0))
+    for r in res:
+        assert r.n_generated == 5
+        assert r.nfe == r.rounds <= 5  # one target call per round, >= 1 token per round
+        assert r.draft_calls == sum(t.draft_calls for t in r.trace) > 0
+    assert any(r.nfe < 5 for r in res)  # some proposals were accepted
+
+
+def test_a_model_without_head_is_refused_clearly():
+    from assd.backends.toy import ToyASARM
+
+    model = ToyASARM(3, 4)
+    sigma, P = assd.order_from_mask(torch.tensor([False, True, True, True]))
+    batch = make_batch(torch.zeros(4, dtype=torch.long), sigma, P)
+    with pytest.raises(ValueError, match="has none"):
+        sample(model, batch, ASSD(k=2, draft="head"))
+
+
+# -- the XLNet head: engine (cached) vs reference (recomputed) ------------------------------------
+def tiny_xlnet_with_head(seed=0):
+    from transformers import XLNetConfig, XLNetLMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = XLNetConfig(vocab_size=40, d_model=32, n_layer=2, n_head=4, d_inner=64, dropout=0.0)
+    net = XLNetLMHeadModel(cfg).eval()
+    head = DraftHead(HeadConfig(d_model=32, vocab_size=40, n_head=2, d_head=16, d_inner=48))
+    with torch.no_grad():  # non-trivial parameters everywhere (biases are zero at init)
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return net, head.eval()
+
+
+def random_batch(B=3, L=14, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    tok = torch.randint(5, 40, (B, L), generator=g)
+    rows = [assd.random_order(L, 0.7, g) for _ in range(B)]
+    sigma = torch.stack([r[0] for r in rows])
+    n_prompt = torch.stack([(~r[1]).sum() for r in rows])
+    return make_batch(tok, sigma, n_prompt)
+
+
+def test_engine_draft_logits_equal_the_reference():
+    net, head = tiny_xlnet_with_head()
+    batch = random_batch()
+    ref = XLNetReference(net, head=head).open(batch)
+    eng = XLNetEngine.from_hf(net, head=head, graphs=False).open(batch)
+    B, L = batch.tokens.shape
+    P = batch.n_prompt
+    # A target call computes the states of ranks < P + 3 (committed P + 1, two proposals, and
+    # the query of rank P + 3 reads them all).
+    n, m = P + 1, torch.full_like(P, 2)
+    q = (P + 3)[:, None]
+    eng.logits(batch.tokens, n, m, q, q)
+    for f_off, c_off, r_off in [(0, 0, 0), (0, 1, 2), (1, 3, 3), (3, 3, 4), (2, 4, 6)]:
+        qf, qc, qr = (P + f_off)[:, None], (P + c_off)[:, None], (P + r_off)[:, None]
+        qr = torch.where(qr < L, qr, -1)
+        want = ref.draft_logits(batch.tokens, qr, qc, qf)
+        got = eng.draft_logits(batch.tokens, qr, qc, qf)
+        ok = qr >= 0
+        assert torch.allclose(got[ok], want[ok], atol=1e-4), (f_off, c_off, r_off)
+    # Several queries at once, each with its own (rank, context, feature boundary).
+    qr = torch.stack([P + 3, P + 4, P + 5], 1)
+    qc = torch.stack([P + 1, P + 4, P + 2], 1)
+    qf = torch.stack([P + 1, P + 2, P], 1)
+    assert torch.allclose(
+        eng.draft_logits(batch.tokens, qr, qc, qf), ref.draft_logits(batch.tokens, qr, qc, qf),
+        atol=1e-4,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="not valid"):  # states above P + 3 were never computed
+        eng.draft_logits(batch.tokens, (P + 6)[:, None], (P + 5)[:, None], (P + 5)[:, None])
+
+
+def test_head_sampling_gives_identical_tokens_on_engine_and_reference():
+    net, head = tiny_xlnet_with_head(seed=2)
+    batch = random_batch(B=4, L=12, seed=3)
+    sampler = ASSD(k=3, draft="head")
+    out = []
+    for model in (XLNetReference(net, head=head), XLNetEngine.from_hf(net, head=head)):
+        res = sample(model, batch, sampler, torch.Generator().manual_seed(5), trace=False)
+        out.append([(r.tokens, r.nfe, r.draft_calls) for r in res])
+    assert out[0] == out[1]
+
+
+def test_head_files_round_trip_and_load_beside_the_model(tmp_path):
+    from assd.loading import wrap
+
+    net, head = tiny_xlnet_with_head()
+    head.save(tmp_path, int8=False)
+    back = load_head(tmp_path)
+    for (name, a), b in zip(head.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a, b), name
+    head.save(tmp_path, int8=True)  # int8 with per-channel scales: close, not equal
+    q8 = load_head(tmp_path)
+    w, w8 = head.layers[0].ff1.weight, q8.layers[0].ff1.weight
+    assert 0 < (w - w8).abs().max() <= w.abs().amax(1).max() / 127
+    assert load_head(tmp_path / "nothing") is None
+    assert wrap(net, (), None, "engine", head=q8).has_draft_head
+    assert not wrap(net, (), None, "reference").has_draft_head
