@@ -45,6 +45,10 @@ ORDER_NOTE = (
     "but 0.9x as many left to right (acceptance about 26%): drafts for scattered positions "
     "depend less on each other, so more of them pass verification. Exactness holds in any order."
 )
+SELECTION_JS = """(text, _) => {
+  const t = document.querySelector('#input-text textarea');
+  return [t ? t.value : text, t ? `${t.selectionStart},${t.selectionEnd}` : ''];
+}"""
 STOP_JS = """() => {
   const mark = () => document.querySelectorAll('#lanes .assd-badge.running, #lanes .assd-badge.ready')
     .forEach(b => { b.className = 'assd-badge stopped'; b.textContent = 'stopped'; });
@@ -121,25 +125,16 @@ def build(
         finally:
             trim_memory()
 
-    def on_select(evt: gr.SelectData):
-        idx = evt.index
-        if isinstance(idx, (list, tuple)) and len(idx) == 2 and None not in idx:
-            return [int(idx[0]), int(idx[1])]
-        return [None, None]
-
-    def do_mask(text, sel):
+    def do_mask(text, selection):
+        """selection: "start,end" of the textarea's selection, read by SELECTION_JS on click."""
         try:
-            start, end = (sel or [None, None])[:2]
-            return (
-                hide_selection(text or "", start, end),
-                gr.update(value="", visible=False),
-                [
-                    None,
-                    None,
-                ],
-            )
+            start, end = (int(x) for x in (selection or "").split(","))
+        except ValueError:
+            start = end = None
+        try:
+            return hide_selection(text or "", start, end), gr.update(value="", visible=False)
         except DemoError as e:
-            return gr.skip(), gr.update(value=message_html(str(e)), visible=True), [None, None]
+            return gr.skip(), gr.update(value=message_html(str(e)), visible=True)
 
     def api_infill(
         text: str,
@@ -355,7 +350,7 @@ def build(
                 )
 
         private = dict(api_visibility="private")
-        sel = gr.State([None, None])
+        sel = gr.Textbox("", visible=False, label="Selection")
         mode.change(lambda m: gr.update(visible=m == "random"), mode, rate, queue=False, **private)
         compare.change(
             lambda c: gr.update(visible=bool(c)), compare, unverified_k, queue=False, **private
@@ -363,9 +358,10 @@ def build(
         inputs = [model, revision, text, mode, rate, sampler, k, temperature, seed, order]
         inputs += [compare, unverified_k, slow]
         outputs = [status, lanes, stats, plot, output]
-        text.select(on_select, None, sel, queue=False, **private)
         kind.change(lambda e, m: suggest_model(e, m, choices), [kind, model], model, **private)
-        mask_btn.click(do_mask, [text, sel], [text, status, sel], queue=False, **private)
+        mask_btn.click(
+            do_mask, [text, sel], [text, status], js=SELECTION_JS, queue=False, **private
+        )
         run_evt = run_btn.click(run, inputs, outputs, show_progress="hidden", **private)
         reseed_evt = reseed_btn.click(
             lambda: random.randrange(1_000_000), None, seed, queue=False, **private
