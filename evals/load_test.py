@@ -372,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     report = summarize(args, record, rss, rss_before, rss_after, mid, elapsed, alone_s, timed_out)
     (args.out / "load_test.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_rss(rss, mid, args.out / "rss.png")
+    (args.out / "load_test.md").write_text(markdown(report))
     print_table(report)
-    print(f"wrote {args.out / 'load_test.json'} and {args.out / 'rss.png'}")
+    print(f"wrote load_test.json, load_test.md and rss.png in {args.out}")
     return 0 if report["ok"] else 1
 
 
@@ -439,6 +440,31 @@ def print_table(r: dict) -> None:
     )
     for problem in r["problems"]:
         print("  problem:", problem)
+
+
+def markdown(r: dict) -> str:
+    """The table for the README."""
+    m = r["rss_mb"]
+    lines = [
+        f"{r['users']} clients x {r['requests_per_user']} requests against `python app.py` on "
+        f"127.0.0.1 ({r['machine']['cpus']} CPUs, load average {r['machine']['load_avg_1m']} at "
+        f"the end, server concurrency {r['server_concurrency']}), {r['date']}: {r['requests']} "
+        f"requests in {r['elapsed_s']} s, {r['n_problems']} problems (errors, results differing "
+        "from the same request alone, hostile requests not refused).",
+        "",
+        "| requests | n | latency p50 (s) | p99 (s) |",
+        "|---|---|---|---|",
+    ]
+    for kind, k in r["by_kind"].items():
+        lines.append(f"| {kind} | {k['n']} | {k['p50_s']:.2f} | {k['p99_s']:.2f} |")
+    lines += [
+        f"| all | {r['requests']} | {r['latency_p50_s']:.2f} | {r['latency_p99_s']:.2f} |",
+        "",
+        f"Server RSS: {m['before']} MB before, {m['halfway']} MB halfway, {m['after']} MB after "
+        f"(peak {m['peak']} MB).",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def plot_rss(rss, mid, path: Path) -> None:
