@@ -1,14 +1,18 @@
-"""Speed of exact AS-ARM sampling: Hugging Face reference vs the KV-cached engine, one machine.
+"""Speed of exact AS-ARM sampling on trained models: every method side by side, one machine.
 
-    python evals/bench_speed.py --device cuda --out /tmp/bench            # GPU, paper protocol
-    python evals/bench_speed.py --device cpu --lengths 512 --n-seqs 2 --skip-reference --threads 1
+    python evals/bench_speed.py --models prose,code --out evals/results/bench_speed/gpu   # GPU
+    python evals/bench_speed.py --models prose,code --device cpu --threads 2 --batch-sizes 1
 
-End to end (same prompts, orders and seeds for every method): (a) reference + Sequential,
-(b) reference + paper ASSD(k), (c) engine + Sequential, (d) engine + paper ASSD(k),
-(e) engine + ASSD(k, bonus) and engine + ASSD(k, one_call); optionally the engine without
-CUDA graphs. Protocol: the paper's (L=512, 26 visible at random, 486 masked, k=5) and shorter
-lengths; batch 1 and larger. Per call: one call of each kind on an XLNet-base-size config with
-random weights (timings only). Writes bench_speed.json, bench_speed.md and bench_speed.png.
+For each trained model (the embedded ``prose`` and ``code`` models, with their draft heads, or
+any model folder), the same prompts, orders and seeds for every method: (a) Hugging Face
+reference + Sequential, (b) reference + the paper's ASSD (the paper's code path: full
+recompute, draft + oracle call), (c) engine + Sequential, (d) engine + paper ASSD, (e) + bonus
+token, (f) one call per round, (g) context-bigram drafts, (h) draft-head drafts, and (i) what
+``assd.fastest`` picks. On CUDA the engine rounds replay as CUDA graphs; ``--eager-too`` adds the
+same methods without them. Reported: ms per sequence, target calls and draft-head calls,
+tokens per target call, ms per round, and ratios against (c) and (b), all from this one run.
+Then per-call costs on an XLNet-base-size config with random weights (timings only).
+Writes bench_speed.json, bench_speed.md and bench_speed.png.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ from assd.backends import XLNetEngine, XLNetReference  # noqa: E402
 DEFAULT_DATA = (
     Path(__file__).resolve().parent.parent.parent / "shared/data/text/wiki_valid.jsonl.xz"
 )
+DEFAULT_CODE = (
+    Path(__file__).resolve().parent.parent.parent / "shared/data/code/python_stdlib.jsonl.xz"
+)
 BASE = dict(vocab_size=32000, d_model=768, n_layer=12, n_head=12, d_inner=3072)  # XLNet-base size
 SMALL = dict(vocab_size=8000, d_model=256, n_layer=6, n_head=4, d_inner=2048)  # ~10M parameters
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -48,12 +55,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", default="prose", help="'prose' (embedded demo model), a directory, or "
-                   "'random-small' / 'random-base' (random weights: timings only)")  # fmt: skip
+    p.add_argument("--models", default="prose,code", help="comma list: 'prose', 'code' (embedded "
+                   "models), model folders, or 'random-small' / 'random-base' (timings only)")  # fmt: skip
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="bfloat16" if torch.cuda.is_available() else "float32",
                    choices=sorted(DTYPES), help="engine dtype (the reference always runs float32)")  # fmt: skip
-    p.add_argument("--lengths", type=_ints, default=[512, 128])
+    p.add_argument("--lengths", type=_ints, default=[256])
     p.add_argument("--batch-sizes", type=_ints, default=[1, 8])
     p.add_argument("--n-seqs", type=int, default=8, help="sequences per (length, batch size)")
     p.add_argument("--ref-seqs", type=int, default=None,
@@ -75,6 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--data", default=str(DEFAULT_DATA), help="jsonl(.xz) with a 'text' field for prompts"
     )
+    p.add_argument("--data-code", default=str(DEFAULT_CODE),
+                   help="prompts for code models (a model whose name contains 'code')")  # fmt: skip
+    p.add_argument("--head-k", type=int, default=5, help="proposals per round with head drafts")
     p.add_argument(
         "--prompts", default=None, help="json list of token-id lists (from --save-prompts)"
     )
@@ -98,25 +108,29 @@ def random_net(cfg: dict, seed: int = 0):
 
 
 def load_net(name: str):
-    """-> (HF net float32 on CPU, tokenizer or None, forbidden ids, description)."""
+    """-> (HF net float32 on CPU, tokenizer or None, forbidden ids, description, draft head)."""
     if name in ("random-small", "random-base"):
         net = random_net(SMALL if name == "random-small" else BASE)
-        return net, None, (), f"{name} (random weights)"
+        return net, None, (), f"{name} (random weights)", None
     loaded = assd.load(name, backend="reference", device="cpu")
-    return loaded.model.net, loaded.tokenizer, loaded.model.forbidden_ids, name
+    m = loaded.model
+    return loaded.model.net, loaded.tokenizer, m.forbidden_ids, name, m.head
 
 
-def prompt_pool(args, tokenizer, vocab: int, forbidden, n: int, L: int) -> list[list[int]]:
+def prompt_pool(
+    args, tokenizer, vocab: int, forbidden, n: int, L: int, data: str | None = None
+) -> list[list[int]]:
     """n token sequences of length L: real text chunks when a tokenizer and data exist."""
+    data = data or args.data
     if args.prompts:
         seqs = json.loads(Path(args.prompts).read_text())
         seqs = [s[:L] for s in seqs if len(s) >= L]
         if len(seqs) >= n:
             return seqs[:n]
-    if tokenizer is not None and Path(args.data).exists():
+    if tokenizer is not None and Path(data).exists():
         out: list[list[int]] = []
-        opener = lzma.open if args.data.endswith(".xz") else open
-        with opener(args.data, "rt") as f:
+        opener = lzma.open if data.endswith(".xz") else open
+        with opener(data, "rt") as f:
             for line in f:
                 ids = tokenizer(json.loads(line)["text"], add_special_tokens=False)["input_ids"]
                 out += [ids[i : i + L] for i in range(0, len(ids) - L + 1, L)]
@@ -151,9 +165,9 @@ def rng(seed: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device).manual_seed(seed)
 
 
-def run_method(model, sampler, batches, device, warm: int | None) -> dict:
+def run_method(model, sampler, batches, device, warm: int | None, graphs: bool | None) -> dict:
     """Warm up (first batch: `warm` rounds, None = all), then time every batch to completion."""
-    gen = assd.generate(model, batches[0], sampler, rng(999, device), trace=False)
+    gen = assd.generate(model, batches[0], sampler, rng(999, device), trace=False, graphs=graphs)
     for i, _ in enumerate(gen):
         if warm is not None and i + 1 >= warm:
             break
@@ -161,14 +175,16 @@ def run_method(model, sampler, batches, device, warm: int | None) -> dict:
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    nfe, gen_tokens, wall = [], 0, 0.0
+    nfe, dcalls, rounds, gen_tokens, wall = [], [], [], 0, 0.0
     for j, b in enumerate(batches):
         sync(device)
         t0 = time.perf_counter()
-        res = assd.sample(model, b, sampler, rng(j, device), trace=False)
+        res = assd.sample(model, b, sampler, rng(j, device), trace=False, graphs=graphs)
         sync(device)
         wall += time.perf_counter() - t0
         nfe += [r.nfe for r in res]
+        dcalls += [r.draft_calls for r in res]
+        rounds.append(max(r.rounds for r in res))
         gen_tokens += sum(r.n_generated for r in res)
     n = len(nfe)
     return {
@@ -176,6 +192,9 @@ def run_method(model, sampler, batches, device, warm: int | None) -> dict:
         "wall_s": wall,
         "per_seq_s": wall / n,
         "calls_per_seq": statistics.mean(nfe),
+        "draft_calls_per_seq": statistics.mean(dcalls),
+        "rounds_per_batch": statistics.mean(rounds),
+        "ms_per_round": wall / sum(rounds) * 1e3,
         "tokens_per_call": gen_tokens / sum(nfe),
         "tokens_per_s": gen_tokens / wall,
         "peak_mem_bytes": torch.cuda.max_memory_allocated(device)
@@ -184,63 +203,89 @@ def run_method(model, sampler, batches, device, warm: int | None) -> dict:
     }
 
 
-def methods(args, net, forbidden, device, dtype):
-    """(key, label, model, sampler, is_reference) for every method of the comparison."""
+def methods(args, net, forbidden, head, device, dtype):
+    """(key, label, model, sampler, is_reference, graphs) for every method of the comparison."""
     k = args.k
-    ref = XLNetReference(net, forbidden_ids=forbidden)
-    eng = XLNetEngine.from_hf(net, forbidden, dtype=dtype, check=False)
+    ref = XLNetReference(net, forbidden_ids=forbidden, head=head)
+    eng = XLNetEngine.from_hf(net, forbidden, dtype=dtype, check=False, head=head)
     out = []
     if not args.skip_reference:
-        out += [("a", "reference + Sequential", ref, assd.Sequential(), True),
-                ("b", f"reference + ASSD(k={k}) paper", ref, assd.ASSD(k), True)]  # fmt: skip
-    out += [
-        ("c", "engine + Sequential", eng, assd.Sequential(), False),
-        ("d", f"engine + ASSD(k={k}) paper", eng, assd.ASSD(k), False),
-        ("e-bonus", f"engine + ASSD(k={k}, bonus)", eng, assd.ASSD(k, bonus=True), False),
-        ("e-onecall", f"engine + ASSD(k={k}, one_call)", eng, assd.ASSD(k, one_call=True), False),
+        out += [("a", "reference + Sequential", ref, assd.Sequential(), True, None),
+                ("b", f"reference + ASSD(k={k}) paper", ref, assd.ASSD(k), True, None)]  # fmt: skip
+    samplers = [
+        ("c", "engine + Sequential", assd.Sequential()),
+        ("d", f"engine + ASSD(k={k}) paper", assd.ASSD(k)),
+        ("e", f"engine + ASSD(k={k}, bonus)", assd.ASSD(k, bonus=True)),
+        ("f", f"engine + ASSD(k={k}, one_call)", assd.ASSD(k, one_call=True)),
+        ("g", f"engine + ASSD(k={k}, bigram, bonus)", assd.ASSD(k, draft="bigram", bonus=True)),
     ]
-    if args.eager_too and eng.graphs:
-        eager = XLNetEngine.from_hf(net, forbidden, dtype=dtype, check=False, graphs=False)
-        out += [("c-eager", "engine (no graphs) + Sequential", eager, assd.Sequential(), False),
-                ("e-onecall-eager", f"engine (no graphs) + ASSD(k={k}, one_call)", eager,
-                 assd.ASSD(k, one_call=True), False)]  # fmt: skip
+    if head is not None:
+        hk = args.head_k
+        samplers.append(("h", f"engine + ASSD(k={hk}, draft head)", assd.ASSD(hk, draft="head")))
+    auto = assd.fastest(eng)
+    samplers.append(("i", f"engine + fastest: {auto.name}", auto))
+    out += [(key, label, eng, s, False, None) for key, label, s in samplers]
+    if args.eager_too and device.type == "cuda":
+        out += [(key + "-eager", label + " (eager rounds)", eng, s, False, False)
+                for key, label, s in samplers]  # fmt: skip
     if args.ablate_reuse:
         fresh = XLNetEngine.from_hf(net, forbidden, dtype=dtype, check=False, reuse_proposals=False)
         out += [("d-noreuse", f"engine (recompute proposals) + ASSD(k={k}) paper", fresh,
-                 assd.ASSD(k), False),
-                ("e-bonus-noreuse", f"engine (recompute proposals) + ASSD(k={k}, bonus)", fresh,
-                 assd.ASSD(k, bonus=True), False)]  # fmt: skip
+                 assd.ASSD(k), False, None)]  # fmt: skip
     return out
 
 
-def end_to_end(args, net, tokenizer, forbidden, device, dtype) -> list[dict]:
+def end_to_end(args, name, net, tokenizer, forbidden, head, device, dtype) -> list[dict]:
     rows = []
     vocab = net.config.vocab_size
-    meths = methods(args, net, forbidden, device, dtype)
+    meths = methods(args, net, forbidden, head, device, dtype)
+    data = args.data_code if "code" in name else args.data
     for L in args.lengths:
         for B in args.batch_sizes:
             n = max(args.n_seqs, B)
-            seqs = prompt_pool(args, tokenizer, vocab, forbidden, n, L)
+            seqs = prompt_pool(args, tokenizer, vocab, forbidden, n, L, data)
             batches = make_batches(seqs, L, B, args.rate, args.seed)
             n_ref = args.ref_seqs or B
-            for key, label, model, sampler, is_ref in tqdm(meths, desc=f"L={L} B={B}"):
+            for key, label, model, sampler, is_ref, graphs in tqdm(
+                meths, desc=f"{name} L={L} B={B}"
+            ):
+                if is_ref and B > 1:
+                    continue  # the paper's code runs batch 1 only
                 use = batches[: max(1, -(-n_ref // B))] if is_ref else batches
-                r = run_method(model, sampler, use, device, warm=3 if is_ref else None)
+                r = run_method(model, sampler, use, device, 3 if is_ref else None, graphs)
                 if not is_ref:
                     r["cache_bytes"] = model.open(batches[0].to(device)).cache_bytes
-                rows.append({"method": key, "label": label, "L": L, "B": B, **r})
-                print(f"  {key:16s} L={L:4d} B={B:2d} {r['per_seq_s'] * 1e3:9.1f} ms/seq "
-                      f"{r['calls_per_seq']:6.1f} calls {r['tokens_per_call']:.2f} tok/call", flush=True)  # fmt: skip
+                rows.append({"model": name, "method": key, "label": label, "L": L, "B": B, **r})
+                print(f"  {name:6s} {key:8s} L={L:4d} B={B:2d} {r['per_seq_s'] * 1e3:9.1f} ms/seq "
+                      f"{r['calls_per_seq']:6.1f} calls {r['draft_calls_per_seq']:6.1f} head "
+                      f"{r['tokens_per_call']:.2f} tok/call {r['ms_per_round']:.2f} ms/round", flush=True)  # fmt: skip
     add_speedups(rows)
     return rows
 
 
 def add_speedups(rows: list[dict]) -> None:
-    by = {(r["method"], r["L"], r["B"]): r for r in rows}
+    by = {(r["model"], r["method"], r["L"], r["B"]): r for r in rows}
     for r in rows:
         for base in ("a", "b", "c"):
-            ref = by.get((base, r["L"], r["B"]))
+            ref = by.get((r["model"], base, r["L"], r["B"]))
             r[f"speedup_vs_{base}"] = ref["per_seq_s"] / r["per_seq_s"] if ref else None
+
+
+def graph_check(net, forbidden, head, device, dtype, tokenizer, args) -> dict:
+    """Whole-round graphs vs eager rounds: identical tokens for the same seed (CUDA only)."""
+    if device.type != "cuda":
+        return {}
+    eng = XLNetEngine.from_hf(net, forbidden, dtype=dtype, check=True, head=head)
+    seqs = prompt_pool(args, tokenizer, net.config.vocab_size, forbidden, 4, 128)
+    batch = make_batches(seqs, 128, 4, args.rate, 1)[0]
+    out = {}
+    samplers = [assd.Sequential(), assd.ASSD(args.k), assd.ASSD(args.k, one_call=True)]
+    samplers += [assd.ASSD(args.head_k, draft="head")] if head is not None else []
+    for s in samplers:
+        a = assd.sample(eng, batch, s, rng(3, device), trace=False, graphs=True)
+        b = assd.sample(eng, batch, s, rng(3, device), trace=False, graphs=False)
+        out[s.name] = [x.tokens for x in a] == [y.tokens for y in b]
+    return out
 
 
 # -- per call ---------------------------------------------------------------------------------------
@@ -393,27 +438,27 @@ def device_check(net, device, dtype) -> dict:
 # -- reporting ---------------------------------------------------------------------------------------
 def markdown(meta: dict, e2e: list[dict], calls: list[dict]) -> str:
     lines = [f"# Speed benchmark ({meta['device_name']}, engine {meta['dtype']})", "",
-             f"Model: {meta['model']} ({meta['params_m']:.1f}M parameters); k={meta['k']}, "
-             f"masking rate {meta['rate']}; torch {meta['torch']}; threads {meta['threads']}."]  # fmt: skip
-    if meta.get("trained_max_length"):
-        lines += [f"The model was trained on sequences of up to {meta['trained_max_length']} tokens; "
-                  "longer rows run (relative positions) but their acceptance is only indicative."]  # fmt: skip
+             f"{meta['date']}; torch {meta['torch']}; threads {meta['threads']}; k={meta['k']}, "
+             f"head k={meta['head_k']}, masking rate {meta['rate']}, lengths {meta['lengths']}; "
+             f"CUDA graphs of whole rounds: {meta['graphs']}.", ""]  # fmt: skip
+    for m in meta["models"]:
+        lines.append(f"- {m['name']}: {m['desc']}, {m['params_m']:.1f}M parameters"
+                     + (f", draft head {m['head_params_m']:.2f}M" if m.get("head_params_m") else ""))  # fmt: skip
     lines += [""]
     if e2e:
-        lines += ["## End to end (per sequence)", "",
-                  "| method | L | B | ms / seq | calls / seq | tokens / call | tokens / s | peak mem MiB | KV cache MiB | x vs (a) | x vs (b) | x vs (c) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["## End to end (per sequence; ratios from this run)", "",
+                  "| model | method | L | B | ms / seq | target calls | head calls | tokens / target call | ms / round | x vs (c) sequential | x vs (b) paper ref |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+
+        def f(x, fmt="{:.2f}"):
+            return "" if x is None else fmt.format(x)
+
         for r in e2e:
-
-            def f(x, fmt="{:.1f}"):
-                return "" if x is None else fmt.format(x)
-
             lines.append(
-                f"| {r['method']}: {r['label']} | {r['L']} | {r['B']} | {r['per_seq_s'] * 1e3:.1f} | "
-                f"{r['calls_per_seq']:.1f} | {r['tokens_per_call']:.2f} | {r['tokens_per_s']:.0f} | "
-                f"{f(r['peak_mem_bytes'] and r['peak_mem_bytes'] / 2**20)} | "
-                f"{f(r.get('cache_bytes') and r['cache_bytes'] / 2**20)} | "
-                f"{f(r['speedup_vs_a'])} | {f(r['speedup_vs_b'])} | {f(r['speedup_vs_c'], '{:.2f}')} |"
+                f"| {r['model']} | {r['method']}: {r['label']} | {r['L']} | {r['B']} | "
+                f"{r['per_seq_s'] * 1e3:.1f} | {r['calls_per_seq']:.1f} | "
+                f"{r['draft_calls_per_seq']:.1f} | {r['tokens_per_call']:.2f} | "
+                f"{r['ms_per_round']:.2f} | {f(r['speedup_vs_c'])} | {f(r['speedup_vs_b'], '{:.1f}')} |"
             )
     if calls:
         lines += ["", f"## Per call ({meta['per_call_config']}, L=512, random weights)", "",
@@ -421,35 +466,35 @@ def markdown(meta: dict, e2e: list[dict], calls: list[dict]) -> str:
         lines += [
             f"| {c['backend']} | {c['kind']} | {c['B']} | {c['Q']} | {c['ms']:.2f} |" for c in calls
         ]
-    if meta.get("device_check"):
-        lines += ["", f"Device check (max abs logit diff vs reference): {meta['device_check']}"]
+    for key in ("device_check", "graph_check"):
+        if meta.get(key):
+            lines += ["", f"{key}: {meta[key]}"]
     return "\n".join(lines) + "\n"
 
 
 def plot(e2e: list[dict], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    settings = sorted({(r["L"], r["B"]) for r in e2e})
+    groups = sorted({(r["model"], r["L"], r["B"]) for r in e2e})
     meths = list(dict.fromkeys(r["method"] for r in e2e))
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(settings) * len(meths) / 3), 4))
+    fig = Figure(figsize=(max(7, 1.2 * len(groups) * len(meths) / 3), 4.5))
+    ax = fig.subplots()
     width = 0.8 / len(meths)
-    by = {(r["method"], r["L"], r["B"]): r for r in e2e}
+    by = {(r["model"], r["method"], r["L"], r["B"]): r for r in e2e}
     for i, m in enumerate(meths):
         xs, ys = [], []
-        for j, s in enumerate(settings):
-            if (m, *s) in by:
+        for j, (model, L, B) in enumerate(groups):
+            r = by.get((model, m, L, B))
+            if r is not None and r.get("speedup_vs_c"):
                 xs.append(j + i * width)
-                ys.append(by[(m, *s)]["per_seq_s"] * 1e3)
+                ys.append(r["speedup_vs_c"])
         ax.bar(xs, ys, width, label=m)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(settings))])
-    ax.set_xticklabels([f"L={L}, B={B}" for L, B in settings])
-    ax.set_yscale("log")
-    ax.set_ylabel("ms per sequence (log)")
-    ax.set_title("Exact AS-ARM sampling: wall-clock per sequence")
-    ax.legend(fontsize=7)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))])
+    ax.set_xticklabels([f"{m} L={L} B={B}" for m, L, B in groups], fontsize=8)
+    ax.set_ylabel("speed vs engine sequential (x)")
+    ax.set_title("Exact sampling on trained models: speed relative to engine + Sequential")
+    ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -462,21 +507,7 @@ def main(argv=None) -> None:
     dtype = DTYPES[args.dtype]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    net, tokenizer, forbidden, desc = load_net(args.model)
-    net = net.to(device)
-    if args.save_prompts:
-        seqs = prompt_pool(
-            args,
-            tokenizer,
-            net.config.vocab_size,
-            forbidden,
-            max(args.n_seqs, max(args.batch_sizes)),
-            max(args.lengths),
-        )
-        Path(args.save_prompts).write_text(json.dumps(seqs))
     meta = {
-        "model": desc,
-        "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -485,19 +516,39 @@ def main(argv=None) -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "k": args.k,
+        "head_k": args.head_k,
         "rate": args.rate,
+        "lengths": args.lengths,
+        "graphs": device.type == "cuda",
         "per_call_config": args.per_call,
-        "trained_max_length": getattr(net.config, "assd_max_length", None),
         "args": vars(args),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "models": [],
     }
-    if not args.skip_reference:
-        meta["device_check"] = device_check(net, device, dtype)
-        print("device check:", meta["device_check"], flush=True)
-    e2e = end_to_end(args, net, tokenizer, forbidden, device, dtype)
+    e2e: list[dict] = []
+    for name in [m for m in args.models.split(",") if m]:
+        net, tokenizer, forbidden, desc, head = load_net(name)
+        net = net.to(device)
+        meta["models"].append({
+            "name": name, "desc": desc, "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
+            "head_params_m": sum(p.numel() for p in head.parameters()) / 1e6 if head else None,
+            "trained_max_length": getattr(net.config, "assd_max_length", None),
+        })  # fmt: skip
+        if not args.skip_reference and not meta.get("device_check"):
+            meta["device_check"] = device_check(net, device, dtype)
+            print("device check:", meta["device_check"], flush=True)
+        if device.type == "cuda" and name == args.models.split(",")[0]:
+            meta["graph_check"] = graph_check(net, forbidden, head, device, dtype, tokenizer, args)
+            print("graph check (graph tokens == eager tokens):", meta["graph_check"], flush=True)
+        e2e += end_to_end(args, name, net, tokenizer, forbidden, head, device, dtype)
+        if args.profile:
+            profile_rounds(
+                args, net, forbidden, device, dtype, out / f"profile_{Path(name).name}.txt"
+            )
+        (out / "bench_speed.json").write_text(
+            json.dumps({"meta": meta, "end_to_end": e2e, "per_call": []}, indent=1)
+        )
     calls = per_call(args, device, dtype) if args.per_call != "none" else []
-    if args.profile:
-        profile_rounds(args, net, forbidden, device, dtype, out / "profile.txt")
     (out / "bench_speed.json").write_text(
         json.dumps({"meta": meta, "end_to_end": e2e, "per_call": calls}, indent=1)
     )

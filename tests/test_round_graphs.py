@@ -26,7 +26,7 @@ SAMPLERS = [
 ]
 
 
-def engine_and_batch(device="cpu", seed=0):
+def engine_and_batch(device="cpu", seed=0, dtype=torch.float32):
     from transformers import XLNetConfig, XLNetLMHeadModel
 
     torch.manual_seed(seed)
@@ -40,21 +40,24 @@ def engine_and_batch(device="cpu", seed=0):
     sigma = torch.stack([r[0] for r in rows])
     n_prompt = torch.stack([(~r[1]).sum() for r in rows])
     batch = make_batch(tok, sigma, n_prompt)  # prompts of different sizes: rows end apart
-    eng = XLNetEngine.from_hf(net, forbidden_ids=(0, 1), head=head.to(device), dtype=torch.float32)
+    eng = XLNetEngine.from_hf(net, forbidden_ids=(0, 1), head=head.to(device), dtype=dtype)
     return eng, batch
 
 
 def run(model, batch, sampler, graphs, device):
+    """Rounds with fixed shapes (the backend's sync-free mode), replayed or eager."""
     g = torch.Generator(device).manual_seed(11)
     out = []
-    for state, rec in assd.samplers.rounds(model, batch, sampler, g, graphs=graphs):
+    rounds = assd.samplers.rounds(model, batch, sampler, g, graphs=graphs, sync_free=True)
+    for state, rec in rounds:
         out.append((state.tokens.tolist(), state.nfe.tolist(), rec.accepted.tolist()))
     return out
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=lambda s: s.name)
-def test_replayed_rounds_equal_eager_rounds(sampler):
-    model, batch = engine_and_batch()
+def test_replayed_rounds_equal_eager_rounds(sampler, dtype):
+    model, batch = engine_and_batch(dtype=dtype)
     eager = run(model, batch, sampler, False, "cpu")
     replayed = run(model, batch, sampler, True, "cpu")
     assert len(eager) > 3  # several rounds replayed
@@ -75,8 +78,9 @@ def test_a_broken_row_bound_is_flagged_not_silent():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=lambda s: s.name)
-def test_cuda_graph_rounds_equal_eager_rounds(sampler):
-    model, batch = engine_and_batch("cuda")
+def test_cuda_graph_rounds_equal_eager_rounds(sampler, dtype):
+    model, batch = engine_and_batch("cuda", dtype=dtype)
     batch = batch.to("cuda")
     assert run(model, batch, sampler, True, "cuda") == run(model, batch, sampler, False, "cuda")

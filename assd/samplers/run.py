@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -11,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..model import ASARM, Batch, Session, make_batch
 from ..rng import Rng, TorchRng
-from .graphs import WARM_ROUNDS, capture_round
+from .graphs import WARM_ROUNDS, capture_round, max_new_rows
 from .result import RoundTrace, SampleResult
 from .state import Outcome, RoundRecord, State
 
@@ -195,13 +196,15 @@ def rounds(
     generator: torch.Generator | None = None,
     *,
     graphs: bool | None = None,
+    sync_free: bool | None = None,
 ) -> Iterator[tuple[State, RoundRecord]]:
     """The bare loop: yields the device-side (state, record) after every round, no host copies.
 
     One host sync a round (is any row still active? did the backend return bad logits?) on top
     of what the backend needs. graphs (default: on CUDA, with a backend that can run sync-free):
     after WARM_ROUNDS eager rounds, each round is one replay of a captured CUDA graph of the
-    sampler's whole step (same tokens as the eager path for the same seed).
+    sampler's whole step. sync_free (default: on CUDA, or with graphs): every round runs with
+    the backend's fixed shapes, eager or replayed, so both give the same tokens for a seed.
     """
     check_arguments(model, batch, sampler, generator)
     batch = _checked_batch(model, batch)
@@ -209,7 +212,10 @@ def rounds(
     session = CheckedSession(model.open(batch), model, device)
     state = sampler.init(batch, model.forbidden_ids, model.vocab_size)
     rng = TorchRng(generator)
-    graphs = (device.type == "cuda" if graphs is None else graphs) and session.can_sync_free
+    cuda = device.type == "cuda"
+    graphs = (cuda if graphs is None else graphs) and session.can_sync_free
+    static = (cuda or graphs if sync_free is None else sync_free) and session.can_sync_free
+    rows = max_new_rows(state)
     graph, n_round = None, 0
     going = bool(state.active.any())
     while going:
@@ -221,7 +227,8 @@ def rounds(
             state, rec = graph.replay(rng)
         else:
             rng.start_round(batch.size, device)
-            state, rec = sampler.step(state, session, rng)
+            with session.sync_free(rows) if static else contextlib.nullcontext():
+                state, rec = sampler.step(state, session, rng)
         flags = torch.cat([state.active.any()[None], session.round_flags()]).tolist()
         going = flags[0]  # the round's one host sync
         session.raise_if_bad(flags[1:])
