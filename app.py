@@ -1,7 +1,9 @@
-"""ASSD demo: ``python app.py [--model prose|code|DIR|HUB_ID] [--revision REV] [--port N]``.
+"""ASSD demo: ``python app.py [--model prose] [--models prose,code] [--port N]``.
 
 The app itself lives in ``demo/`` (testable without a browser); this file only parses flags.
-On a Hugging Face Space it runs with the defaults (embedded prose model, CPU).
+On a Hugging Face Space it runs with the defaults (embedded models, CPU) and the ASSD_*
+environment variables. A visitor can choose only the models named here: the start-up model and
+the allow-list; ``--allow-any-model`` (local use only) also accepts any directory or Hub id.
 """
 
 from __future__ import annotations
@@ -9,26 +11,68 @@ from __future__ import annotations
 import argparse
 import os
 
-from demo.models import ModelCache
+from demo.models import DemoError, ModelCache, parse_spec
+from demo.server import MAX_BODY
 from demo.ui import build, launch
+
+TRUE = ("1", "true", "yes", "on")
 
 
 def main(argv: list[str] | None = None) -> None:
+    env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", default=os.environ.get("ASSD_MODEL", "prose"),
-                   help="default model: 'prose', 'code', a local directory or a Hub id (env ASSD_MODEL)")  # fmt: skip
-    p.add_argument("--revision", default=os.environ.get("ASSD_REVISION") or None,
-                   help="Hub revision of --model, e.g. nlp or code (env ASSD_REVISION)")  # fmt: skip
+    p.add_argument(
+        "--model",
+        default=env("ASSD_MODEL", "prose"),
+        help="the model selected at start: 'prose', 'code', a directory or a Hub id, optionally "
+        "name@revision (env ASSD_MODEL)",
+    )
+    p.add_argument(
+        "--revision",
+        default=env("ASSD_REVISION") or None,
+        help="Hub revision of --model, e.g. nlp (env ASSD_REVISION)",
+    )
+    p.add_argument(
+        "--models",
+        default=env("ASSD_MODELS", "prose,code"),
+        help="comma-separated models visitors may choose besides --model, each name or "
+        "name@revision (env ASSD_MODELS; default: prose,code)",
+    )
+    p.add_argument(
+        "--allow-any-model",
+        action="store_true",
+        default=env("ASSD_ALLOW_ANY_MODEL", "").lower() in TRUE,
+        help="also load any directory or Hub id a request names: for local use only, it lets "
+        "requests read the server's disk and download any Hub repository",
+    )
     p.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860 or the next free)")
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link")
     p.add_argument("--cache-size", type=int, default=2, help="models kept loaded at once")
     p.add_argument("--concurrency", type=int, default=2, help="runs served at the same time")
+    p.add_argument("--max-body", type=int, default=MAX_BODY, help="largest request body, bytes")
+    p.add_argument("--no-preload", action="store_true", help="load the model on the first run")
     args = p.parse_args(argv)
-    if args.cache_size < 1 or args.concurrency < 1:
-        p.error("--cache-size and --concurrency must be >= 1")
-    blocks = build(args.model, args.revision, ModelCache(args.cache_size))
-    launch(blocks, args.concurrency, server_name=args.host, server_port=args.port, share=args.share)
+    if args.cache_size < 1 or args.concurrency < 1 or args.max_body < 1024:
+        p.error("--cache-size and --concurrency must be >= 1, --max-body >= 1024")
+    allowed = [m for m in args.models.split(",") if m.strip()]
+    cache = ModelCache(args.cache_size, allowed=allowed, allow_any=args.allow_any_model)
+    name, revision = parse_spec(args.model)
+    revision = args.revision or revision
+    blocks = build(name, revision, cache)
+    if not args.no_preload:
+        try:  # the first visitor should not wait for the load; a failure shows on the page
+            cache.get(name, revision)
+        except DemoError as e:
+            print(f"warning: {e}")
+    launch(
+        blocks,
+        args.concurrency,
+        max_body=args.max_body,
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+    )
 
 
 if __name__ == "__main__":

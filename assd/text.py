@@ -1,41 +1,62 @@
 """Text with mask markup <-> model inputs, for prose and code.
 
-Markup: ``[MASK]`` stands for one token to generate, ``[MASK:n]`` for n tokens (n >= 1).
-Write ``\\[MASK]`` for a literal "[MASK]". Everything else is kept byte for byte: newlines and
-indentation round-trip for code (use a tokenizer that keeps whitespace, e.g. byte-level BPE).
+The markup (one grammar, used by ``assd.infill``, the command line and the demo):
+
+- ``[MASK]``: one token to generate; ``[MASK:n]``: n tokens (n >= 1, ASCII digits).
+- ``[HIDE]original text[/HIDE]``: generate as many tokens as that text has; the text itself is
+  hidden from the model and kept in :attr:`Infill.hidden` to compare with the fill. Spans cannot
+  nest or contain other markup.
+- ``\\[MASK``, ``\\[HIDE]``, ``\\[/HIDE]``: the literal text without the backslash.
+
+Everything else is kept byte for byte: newlines and indentation round-trip for code (use a
+tokenizer that keeps whitespace, e.g. byte-level BPE). One space right before a mask belongs to
+the masked span when the tokenizer attaches spaces to the following word (GPT-2-style BPE,
+SentencePiece): "the [MASK:2]" becomes "the" + 2 masked tokens, as "the mat." would be tokenized
+"the", " mat", "."; leaving a lone " " token before the mask would make the model write a second one.
+
+Requested lengths are checked while parsing, before anything of that size is allocated: a
+``[MASK:100000000]`` fails at once with "too long".
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from .model import Batch, make_batch
 from .orders import inverse_order, order_from_mask
 
-MASK_RE = re.compile(r"(?<!\\)\[MASK(?::(\d+))?\]")
-LOOSE_RE = re.compile(r"(?<!\\)\[MASK\b")
+MAX_TOKENS = 1 << 16  # the longest input parse_markup builds when no max_length is given
+MARKUP_RE = re.compile(r"\\?\[(?:MASK|/?HIDE)\b")  # where markup (or an escaped literal) starts
+DIGITS = "0123456789"  # ASCII only: str.isdigit() would also take "２" or "٣"
+MAX_DIGITS = 9  # a count of 10 digits is over any length budget: reject it before int()
 ORDERS = ("left-to-right", "random")
+HELP = (
+    "[MASK] = one token to fill, [MASK:n] = n tokens, [HIDE]text[/HIDE] = as many tokens as that "
+    "text has (the original is kept for comparison), \\[MASK] = a literal [MASK]"
+)
 
 
 class MarkupError(ValueError):
-    """Mask markup that does not parse."""
+    """Mask markup that does not parse, asks for nothing, or asks for too much."""
 
 
 @dataclass
 class Infill:
     """One sequence to infill: token ids and which positions to generate.
 
-    ids:  [L] token ids (masked positions hold ``blank_id``)
-    mask: [L] True = generate this position
+    ids:    [L] token ids (masked positions hold ``blank_id``)
+    mask:   [L] True = generate this position
+    hidden: the original text of each ``[HIDE]`` span, in order (to compare with the fill)
     """
 
     ids: list[int]
     mask: list[bool]
     blank_id: int = 0
+    hidden: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if len(self.ids) != len(self.mask):
@@ -49,7 +70,7 @@ class Infill:
 
     @classmethod
     def from_parts(cls, tokenizer, prefix: str, n_masked: int, suffix: str = "") -> Infill:
-        """prefix + n_masked tokens to generate + suffix."""
+        """prefix + n_masked tokens to generate + suffix (each part tokenized on its own)."""
         if not isinstance(n_masked, int) or n_masked < 1:
             raise ValueError(f"n_masked must be an int >= 1, got {n_masked!r}")
         blank = _blank_id(tokenizer)
@@ -65,61 +86,83 @@ class Infill:
         cls, tokenizer, text: str, rate: float, generator: torch.Generator | None = None
     ) -> Infill:
         """Tokenize ``text`` and mask a random fraction ``rate`` (the paper's setting)."""
-        if not 0.0 < rate <= 1.0:
-            raise ValueError(f"rate must lie in (0, 1], got {rate}")
         ids = _encode(tokenizer, text)
         if not ids:
             raise MarkupError("the text is empty: write some text to mask")
-        n_visible = min(len(ids), int(len(ids) * (1 - rate)) + 1)
-        keep = set(torch.randperm(len(ids), generator=generator)[:n_visible].tolist())
-        mask = [i not in keep for i in range(len(ids))]
         blank = _blank_id(tokenizer)
-        return cls([blank if m else t for t, m in zip(ids, mask)], mask, blank)
+        return cls(ids, [False] * len(ids), blank).mask_random(rate, generator)
+
+    def mask_random(self, rate: float, generator: torch.Generator | None = None) -> Infill:
+        """Also mask a random fraction ``rate`` of the visible tokens, the paper's way:
+        ``int(V * (1 - rate)) + 1`` of the V visible tokens stay visible, chosen uniformly."""
+        if not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0:
+            raise ValueError(f"rate must lie in (0, 1], got {rate!r} (0.5 masks half the tokens)")
+        visible = [i for i, m in enumerate(self.mask) if not m]
+        # TODO(issue 11): assd.orders.n_visible(len(visible), rate) once it is on main.
+        n_keep = min(len(visible), int(len(visible) * (1 - rate)) + 1)
+        perm = torch.randperm(len(visible), generator=generator).tolist()
+        hide = {visible[j] for j in perm[n_keep:]}
+        mask = [m or i in hide for i, m in enumerate(self.mask)]
+        ids = [self.blank_id if m else t for t, m in zip(self.ids, mask)]
+        return Infill(ids, mask, self.blank_id, list(self.hidden))
 
 
-def parse_markup(text: str, tokenizer) -> Infill:
-    """Text with ``[MASK]`` / ``[MASK:n]`` markup -> :class:`Infill`."""
+def parse_markup(
+    text: str, tokenizer, max_length: int | None = None, *, require_mask: bool = True
+) -> Infill:
+    """Text with ``[MASK]`` / ``[MASK:n]`` / ``[HIDE]..[/HIDE]`` markup -> :class:`Infill`.
+
+    max_length: the most tokens (visible + masked) the result may have, e.g. the model's
+    ``max_length``; checked while parsing, so an absurd request fails before any allocation.
+    require_mask: False accepts text without markup (e.g. to mask it with ``mask_random``).
+    Raises :class:`MarkupError` (a ValueError) with the line and column of what is wrong.
+    """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
+    limit = _check_max_length(max_length)
     if not text.strip():
         raise MarkupError("the input is empty: write some text and mark what to fill with [MASK:n]")
-    good = {m.start() for m in MASK_RE.finditer(text)}
-    for m in LOOSE_RE.finditer(text):
-        if m.start() not in good:
-            line = text.count("\n", 0, m.start()) + 1
-            raise MarkupError(
-                f"malformed mask markup at line {line}, column {m.start() - text.rfind(chr(10), 0, m.start())}: "
-                "write [MASK] for one token or [MASK:n] with n >= 1 (\\[MASK] for a literal)"
-            )
     blank = _blank_id(tokenizer)
+    joins = _space_joins_next(tokenizer)
     ids: list[int] = []
     mask: list[bool] = []
-    last = 0
-    for m in MASK_RE.finditer(text):
-        n = int(m.group(1)) if m.group(1) is not None else 1
-        if n < 1:
-            raise MarkupError(f"[MASK:{m.group(1)}] asks for no tokens: use n >= 1")
-        if n > 100_000:
-            raise MarkupError(f"[MASK:{n}] is too long")
-        piece = _encode(tokenizer, _unescape(text[last : m.start()]))
-        ids += piece + [blank] * n
-        mask += [False] * len(piece) + [True] * n
-        last = m.end()
-    tail = _encode(tokenizer, _unescape(text[last:]))
-    ids += tail
-    mask += [False] * len(tail)
-    if not any(mask):
-        raise MarkupError("nothing to fill: mark at least one span with [MASK] or [MASK:n]")
-    return Infill(ids, mask, blank)
+    hidden: list[str] = []
+    for visible, value, pos in _events(text):
+        absorb = joins and value is not None and visible.endswith(" ")
+        if absorb:
+            visible = visible[:-1]  # the space belongs to the masked span (module docstring)
+        new = _encode(tokenizer, visible)
+        _check_budget(len(ids) + len(new), limit, pos)
+        ids += new
+        mask += [False] * len(new)
+        if value is None:  # the text after the last markup
+            break
+        if isinstance(value, str):  # [HIDE]original[/HIDE]
+            n = max(1, len(_encode(tokenizer, " " * absorb + value)))
+            hidden.append(value)
+        else:
+            n = value
+        _check_budget(len(ids) + n, limit, pos, text)
+        ids += [blank] * n
+        mask += [True] * n
+    if require_mask and not any(mask):
+        raise MarkupError(
+            "nothing to fill: mark at least one span with [MASK], [MASK:n] or [HIDE]text[/HIDE]"
+        )
+    return Infill(ids, mask, blank, hidden)
 
 
 def mask_span(tokenizer, text: str, start: int, end: int) -> str:
-    """Replace the characters text[start:end] with ``[MASK:n]``, n = the span's token count."""
+    """Replace the characters text[start:end] with ``[MASK:n]``, n = the span's token count
+    (counted as :func:`parse_markup` will tokenize it, with the space before it if any)."""
     if not 0 <= start < end <= len(text):
         raise ValueError(
             f"span [{start}, {end}) must be non-empty and lie inside the text (length {len(text)})"
         )
-    n = max(1, len(_encode(tokenizer, text[start:end])))
+    span = text[start:end]
+    if _space_joins_next(tokenizer) and text[:start].endswith(" "):
+        span = " " + span
+    n = max(1, len(_encode(tokenizer, span)))
     return text[:start] + f"[MASK:{n}]" + text[end:]
 
 
@@ -168,6 +211,129 @@ def decode(tokenizer, tokens: Sequence[int], length: int | None = None) -> str:
     return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
+def _events(text: str) -> Iterator[tuple[str, int | str | None, int]]:
+    """Scan the markup: yields (visible text before it, value, position) for every mask, where
+    value is a token count ([MASK:n]) or the hidden original ([HIDE]), then (tail, None, len)."""
+    visible: list[str] = []  # pieces of the visible text since the last mask
+    hide_at: int | None = None  # position of an open [HIDE]
+    hide: list[str] = []  # pieces of the hidden text
+    i = 0
+    for m in MARKUP_RE.finditer(text):
+        s = m.start()
+        if s < i:  # inside markup already consumed
+            continue
+        (hide if hide_at is not None else visible).append(text[i:s])
+        word = m.group()
+        if word.startswith("\\"):  # an escaped literal: drop the backslash
+            (hide if hide_at is not None else visible).append(word[1:])
+            i = m.end()
+            continue
+        if word == "[MASK":
+            n, i = _mask_count(text, s, m.end())
+            if hide_at is not None:
+                raise _nested(text, s)
+            yield "".join(visible), n, s
+            visible = []
+        elif word == "[HIDE":
+            if text[m.end() : m.end() + 1] != "]":
+                raise _malformed(text, s, "write [HIDE]text[/HIDE]")
+            if hide_at is not None:
+                raise _nested(text, s)
+            hide_at, hide, i = s, [], m.end() + 1
+        else:  # "[/HIDE"
+            if text[m.end() : m.end() + 1] != "]":
+                raise _malformed(text, s, "write [HIDE]text[/HIDE]")
+            if hide_at is None:
+                raise MarkupError(
+                    f"a [/HIDE] at {_where(text, s)} has no matching [HIDE] before it: "
+                    "write [HIDE]text[/HIDE]"
+                )
+            original = "".join(hide)
+            if not original:
+                raise MarkupError(
+                    f"an empty [HIDE][/HIDE] at {_where(text, hide_at)}: put the text to hide "
+                    "between the tags"
+                )
+            yield "".join(visible), original, hide_at
+            visible, hide_at, i = [], None, m.end() + 1
+    if hide_at is not None:
+        raise MarkupError(
+            f"unbalanced [HIDE] at {_where(text, hide_at)}: every [HIDE] needs a matching [/HIDE]"
+        )
+    visible.append(text[i:])
+    yield "".join(visible), None, len(text)
+
+
+def _mask_count(text: str, start: int, j: int) -> tuple[int, int]:
+    """Parse what follows "[MASK" at j: -> (token count, end of the markup)."""
+    if text[j : j + 1] == "]":
+        return 1, j + 1
+    if text[j : j + 1] != ":":
+        raise _malformed(text, start)
+    k = j + 1
+    while k < len(text) and text[k] in DIGITS and k - j <= MAX_DIGITS + 1:
+        k += 1
+    digits = text[j + 1 : k]
+    if k - j - 1 > MAX_DIGITS:
+        raise MarkupError(
+            f"[MASK:{digits}...] at {_where(text, start)} asks for far too many tokens: "
+            "the text is too long for any model"
+        )
+    if not digits or text[k : k + 1] != "]":
+        if text[k : k + 1].isdigit():
+            raise _malformed(text, start, "write the count in ASCII digits 0-9, e.g. [MASK:12]")
+        raise _malformed(text, start)
+    n = int(digits)
+    if n < 1:
+        raise MarkupError(
+            f"[MASK:{digits}] at {_where(text, start)} asks for no tokens: use n >= 1"
+        )
+    return n, k + 1
+
+
+def _check_max_length(max_length) -> int:
+    if max_length is None:
+        return MAX_TOKENS
+    if isinstance(max_length, bool) or not isinstance(max_length, int):
+        raise TypeError(f"max_length must be an int or None, got {type(max_length).__name__}")
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    return min(max_length, MAX_TOKENS)
+
+
+def _check_budget(total: int, limit: int, pos: int, text: str | None = None) -> None:
+    if total > limit:
+        where = f" (at the markup at {_where(text, pos)})" if text is not None else ""
+        most = "the model takes" if limit < MAX_TOKENS else "parse_markup builds"
+        raise MarkupError(
+            f"the text is too long: more than {limit} tokens (visible + masked){where}, and "
+            f"{most} at most {limit}: shorten the text or mask fewer tokens"
+        )
+
+
+def _malformed(text: str, start: int, fix: str = "") -> MarkupError:
+    snippet = text[start : start + 16] + ("..." if len(text) > start + 16 else "")
+    fix = fix or "write [MASK] for one token or [MASK:n] with n >= 1 (\\[MASK] for a literal)"
+    return MarkupError(f"malformed mask markup {snippet!r} at {_where(text, start)}: {fix}")
+
+
+def _nested(text: str, start: int) -> MarkupError:
+    return MarkupError(
+        f"markup inside a [HIDE] span at {_where(text, start)}: hidden text cannot contain "
+        "[MASK] or another [HIDE] (close it with [/HIDE] first)"
+    )
+
+
+def _where(text: str, pos: int) -> str:
+    line = text.count("\n", 0, pos) + 1
+    return f"line {line}, column {pos - text.rfind(chr(10), 0, pos)}"
+
+
+def _space_joins_next(tokenizer) -> bool:
+    """Does the tokenizer attach a space to the word after it ("a b" -> "a", " b")?"""
+    return _encode(tokenizer, "a b") == _encode(tokenizer, "a") + _encode(tokenizer, " b")
+
+
 def _shuffle_masked(sigma, n_prompt, infills, generator):
     pos_of_rank = inverse_order(sigma)
     for b, f in enumerate(infills):
@@ -194,10 +360,6 @@ def _encode(tokenizer, text: str) -> list[int]:
     if not text:
         return []
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _unescape(text: str) -> str:
-    return text.replace("\\[MASK", "[MASK")
 
 
 def _blank_id(tokenizer) -> int:

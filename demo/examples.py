@@ -1,32 +1,42 @@
-"""Ready-made inputs: (text, masking mode, random rate %). ``[HIDE]`` keeps token counts right
-for any tokenizer and shows the original next to the model's fill."""
+"""Ready-made inputs. ``[HIDE]`` keeps token counts right for any tokenizer and shows the
+original next to the model's fill. The first one is in the input box when the page opens."""
 
-PROSE = [
-    ["The cat sat on the [HIDE]mat. The dog[/HIDE] sat on the log.", "markup", 50],
-    [
-        "Maria had never seen the sea. [MASK:24] When she finally reached the shore, she took "
-        "off her shoes and ran into the cold waves, laughing.",
-        "markup",
-        50,
-    ],
-    [
-        "The old lighthouse keeper climbed the [HIDE]hundred and twelve[/HIDE] stairs every "
-        "evening. [HIDE]He trimmed the wick, polished the great lens and[/HIDE] watched the "
-        "fishing boats come home before dark.",
-        "markup",
-        50,
-    ],
-    [
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Example:
+    label: str
+    text: str
+    model: str = "prose"  # the embedded model it is written for
+    mode: str = "markup"  # or "random": mask a random `rate` % of the tokens
+    rate: int = 50
+
+
+EXAMPLES = [
+    Example(
+        "Maria and the sea",
+        "Maria had never seen the sea. [HIDE]Her village lay far inland, among wheat fields, and "
+        "the only water she knew was the slow brown river.[/HIDE] When she finally reached the "
+        "shore, she took off her shoes and ran into the cold waves, laughing.",
+    ),
+    Example(
+        "Lighthouse keeper",
+        "The old lighthouse keeper lived alone on the island. [MASK:40] Every evening he climbed "
+        "the stairs, lit the great lamp and watched the fishing boats come home before dark.",
+    ),
+    Example("The cat sat", "The cat sat on the [HIDE]mat. The dog[/HIDE] sat on the log."),
+    Example(
+        "Fox, 50% random",
         "Once upon a time, a little fox lived at the edge of a great forest. Every morning she ran "
         "down to the river to drink, and every evening she climbed the hill to watch the sun go "
         "down behind the mountains.",
-        "random",
-        50,
-    ],
-]
-
-CODE = [
-    [
+        mode="random",
+    ),
+    Example(
+        "HumanEval line",
         "from typing import List\n\n\n"
         "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
         '    """Check if in given list of numbers, are any two numbers closer to each other than\n'
@@ -41,30 +51,25 @@ CODE = [
         "                if distance < threshold:\n"
         "                    return True\n\n"
         "    return False\n",
-        "markup",
-        50,
-    ],
-    [
-        "def add(a, b):\n    return [HIDE]a + b[/HIDE]\n",
-        "markup",
-        50,
-    ],
-    [
+        model="code",
+    ),
+    Example("add(a, b)", "def add(a, b):\n    return [HIDE]a + b[/HIDE]\n", model="code"),
+    Example(
+        "Fibonacci body",
         "def fibonacci(n: int) -> int:\n"
         '    """Return the n-th Fibonacci number."""\n'
         "    if n < 2:\n"
         "        return n\n"
         "    [MASK:16]\n",
-        "markup",
-        50,
-    ],
-    [
-        "def mean(xs):\n"
-        "    total = 0\n"
-        "    for x in xs:\n"
-        "        total += x\n"
-        "    return total / len(xs)\n",
-        "random",
-        30,
-    ],
+        model="code",
+    ),
+    Example(
+        "mean(), 30% random",
+        "def mean(xs):\n    total = 0\n    for x in xs:\n        total += x\n    return total / len(xs)\n",
+        model="code",
+        mode="random",
+        rate=30,
+    ),
+    Example("Non-ASCII", "Café au lait: [HIDE]un café[/HIDE] avec du lait chaud, 3 € à Paris."),
 ]
+DEFAULT = EXAMPLES[0]

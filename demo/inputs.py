@@ -1,57 +1,41 @@
 """From what the user typed to an ``assd.text.Infill``, or a readable reason why not.
 
-Three ways to mark what to fill:
-- the library's markup: ``[MASK]`` is one token, ``[MASK:n]`` is n tokens;
-- the demo's ``[HIDE]original text[/HIDE]``: masked with the span's token count, so examples
-  work with any tokenizer and the original stays visible for comparison;
-- a random fraction of the tokens (the paper's setting), on top of any markup.
+The markup is the library's (``assd.text``: ``[MASK]``, ``[MASK:n]``, ``[HIDE]text[/HIDE]``,
+escapes); the demo adds only a random fraction of the visible tokens (the paper's setting), masked
+with ``Infill.mask_random``, and "Mask selection", which wraps the selection in ``[HIDE]``.
 """
 
 from __future__ import annotations
 
-import re
-
 import torch
 
-from assd.text import Infill, MarkupError, mask_span, parse_markup
+from assd.text import HELP, Infill, MarkupError, parse_markup
 
 from .models import DemoError
 
-HIDE_RE = re.compile(r"\[HIDE\](.*?)\[/HIDE\]", re.DOTALL)
 MASK_MODES = ("markup", "random")
-HELP = (
-    "`[MASK]` = one token to fill, `[MASK:n]` = n tokens, `[HIDE]text[/HIDE]` = fill as many tokens "
+MARKUP_HELP = (
+    "`[MASK]` = one token to fill, `[MASK:n]` = n tokens, `[HIDE]text[/HIDE]` = as many tokens "
     "as that text has (the original is kept for comparison), `\\[MASK]` = a literal [MASK]."
 )
 
 
-def expand_hides(text: str, tokenizer) -> tuple[str, list[str]]:
-    """Replace every ``[HIDE]...[/HIDE]`` with ``[MASK:n]``; also return the hidden originals."""
-    hidden: list[str] = []
-    out, last = [], 0
-    for m in HIDE_RE.finditer(text):
-        if not m.group(1):
-            raise DemoError("An empty [HIDE][/HIDE]: put the text to hide between the tags.")
-        span = m.group(1)
-        out += [text[last : m.start()], mask_span(tokenizer, span, 0, len(span))]  # "[MASK:n]"
-        hidden.append(span)
-        last = m.end()
-    out.append(text[last:])
-    rest = "".join(out)
-    if "[HIDE]" in rest or "[/HIDE]" in rest:
-        raise DemoError("Unbalanced [HIDE] markup: every [HIDE] needs a matching [/HIDE].")
-    return rest, hidden
-
-
-def mask_selection(text: str, start: int | None, end: int | None, tokenizer) -> str:
-    """Replace the selected characters with ``[MASK:n]`` keeping their token count."""
+def hide_selection(text: str, start: int | None, end: int | None) -> str:
+    """Wrap the selected characters in ``[HIDE]...[/HIDE]``: they are masked with their token
+    count and the original stays visible for comparison. Spaces at the edges stay outside."""
     if start is None or end is None or start == end:
         raise DemoError("Select some text in the input box first, then press 'Mask selection'.")
     start, end = sorted((int(start), int(end)))
-    try:
-        return mask_span(tokenizer, text, start, end)
-    except ValueError as e:
-        raise DemoError(f"Cannot mask that selection: {e}.") from e
+    if not 0 <= start < end <= len(text):
+        raise DemoError("The selection lies outside the text: select it again.")
+    sel = text[start:end]
+    if not sel.strip():
+        raise DemoError("The selection is only whitespace: select some words.")
+    if any(tag in sel for tag in ("[HIDE]", "[/HIDE]", "[MASK")):
+        raise DemoError("The selection already contains markup: select plain text.")
+    lead, trail = len(sel) - len(sel.lstrip()), len(sel) - len(sel.rstrip())
+    core = sel.strip()
+    return f"{text[: start + lead]}[HIDE]{core}[/HIDE]{text[end - trail :]}"
 
 
 def build_infill(
@@ -61,56 +45,33 @@ def build_infill(
     rate: float = 0.5,
     generator: torch.Generator | None = None,
     max_length: int | None = None,
-) -> tuple[Infill, list[str]]:
-    """Parse the input. Returns the infill and the originals of any [HIDE] spans."""
+) -> Infill:
+    """Parse the input (the originals of ``[HIDE]`` spans are in ``Infill.hidden``)."""
     if mode not in MASK_MODES:
         raise DemoError(f"Unknown masking mode {mode!r}: choose one of {', '.join(MASK_MODES)}.")
     if text is None or not text.strip():
-        raise DemoError("The input is empty: write or paste some text, or pick an example below.")
-    expanded, hidden = expand_hides(text, tokenizer)
-    has_markup = bool(hidden) or "[MASK" in expanded.replace("\\[MASK", "")
-    if mode == "markup" and not has_markup:
-        raise DemoError(
-            "Nothing to fill: mark a span with [MASK:n] or [HIDE]...[/HIDE], select text and press "
-            "'Mask selection', or switch the masking to random."
-        )
+        raise DemoError("The input is empty: write or paste some text, or pick an example.")
     try:
-        if mode == "markup":
-            inf = parse_markup(expanded, tokenizer)
-        elif not has_markup:
-            inf = Infill.random(tokenizer, expanded, rate, generator)
-        else:
-            inf = random_extra(parse_markup(expanded, tokenizer), rate, generator)
+        inf = parse_markup(text, tokenizer, max_length, require_mask=False)
+        if mode == "random":
+            inf = inf.mask_random(rate, generator)
     except MarkupError as e:
-        raise DemoError(f"{_sentence(e)} Markup: {HELP}") from e
+        raise DemoError(f"{_sentence(e)} Markup: {HELP}.") from e
     except ValueError as e:
         raise DemoError(_sentence(e)) from e
     if not any(inf.mask):
-        raise DemoError("Nothing to fill: the text is too short to mask at this rate.")
+        raise DemoError(
+            "Nothing to fill: mark a span with [MASK:n] or [HIDE]...[/HIDE], select text and "
+            "press 'Mask selection', or switch the masking to random."
+            if mode == "markup"
+            else "Nothing to fill: the text is too short to mask at this rate."
+        )
     if all(inf.mask):
         raise DemoError(
             "Everything is masked: the model needs some visible text to condition on. "
             "Mask less (or lower the random rate)."
         )
-    if max_length is not None and len(inf.ids) > max_length:
-        raise DemoError(
-            f"The input is {len(inf.ids)} tokens long (visible + masked) but this model takes at "
-            f"most {max_length}: shorten the text or mask fewer tokens."
-        )
-    return inf, hidden
-
-
-def random_extra(inf: Infill, rate: float, generator: torch.Generator | None) -> Infill:
-    """Also mask a fraction ``rate`` of the visible tokens (at least one stays visible)."""
-    if not 0.0 < rate <= 1.0:
-        raise DemoError(f"The random masking rate must lie in (0, 100] %, got {rate * 100:g} %.")
-    visible = [i for i, m in enumerate(inf.mask) if not m]
-    n_keep = min(len(visible), int(len(visible) * (1 - rate)) + 1)
-    perm = torch.randperm(len(visible), generator=generator).tolist()
-    hide = {visible[j] for j in perm[n_keep:]}
-    mask = [m or i in hide for i, m in enumerate(inf.mask)]
-    ids = [inf.blank_id if m else t for t, m in zip(inf.ids, mask)]
-    return Infill(ids, mask, inf.blank_id)
+    return inf
 
 
 def _sentence(e: Exception) -> str:

@@ -1,4 +1,11 @@
-"""Models are loaded once and kept in a small LRU cache (switching models frees the old one)."""
+"""The models a demo server serves: an operator's allow-list, loaded once into a small LRU cache.
+
+A public page must not let a visitor choose what the server loads: a model box that accepts any
+directory or Hub id lets a request probe the server's disk, load any checkpoint found there, or
+make the server download any Hub repository. So the cache serves only the models named at
+start-up (``--model``, ``--models`` / ``ASSD_MODELS``); ``allow_any=True`` (``--allow-any-model``)
+restores "any directory or Hub id" for local use.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +14,67 @@ import os
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
 import assd
+from assd.loading import EMBEDDED, resolve
 from assd.text import Infill, infills_to_batch
 
-EMBEDDED = ("prose", "code")
-HUB_EXAMPLES = ("therealgabeguo/ASARM",)  # revisions "nlp" and "code"
+HUB_EXAMPLES = ("therealgabeguo/ASARM@nlp", "therealgabeguo/ASARM@code")  # the paper's models
 
 
 class DemoError(Exception):
     """A problem with the user's input or choices: its message is shown in the page as is."""
 
 
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """'name' or 'name@revision' -> (name, revision); embedded models have no revision."""
+    spec = (spec or "").strip()
+    name, _, revision = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    name, revision = name.strip(), revision.strip() or None
+    return name, None if name in EMBEDDED else revision
+
+
+def spec_of(name: str, revision: str | None) -> str:
+    return f"{name}@{revision}" if revision else name
+
+
 class ModelCache:
-    """Thread-safe LRU of loaded models keyed by (name, revision)."""
+    """Thread-safe LRU of loaded models keyed by (name, revision), limited to an allow-list."""
 
     def __init__(
         self,
         maxsize: int = 2,
         loader: Callable[..., assd.Loaded] = assd.load,
         hub_reachable: Callable[[], bool] | None = None,
+        allowed: Iterable[str] = EMBEDDED,
+        allow_any: bool = False,
     ):
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
         self.maxsize, self.loader = maxsize, loader
         self.hub_reachable = hub_reachable or hub_is_reachable
+        self.allow_any = allow_any
+        self.allowed: list[tuple[str, str | None]] = []
+        for spec in allowed:
+            self.allow(*parse_spec(spec))
         self._models: OrderedDict[tuple[str, str | None], assd.Loaded] = OrderedDict()
         self._lock = threading.Lock()
+
+    def allow(self, name: str, revision: str | None = None) -> None:
+        """Serve this model too (the operator's choice, never a request's)."""
+        key = parse_spec(spec_of(name, revision))
+        if not key[0]:
+            raise ValueError("an allowed model needs a name")
+        if key not in self.allowed:
+            self.allowed.append(key)
+
+    @property
+    def choices(self) -> list[str]:
+        """The served models as 'name' or 'name@revision', for the model box."""
+        return [spec_of(*key) for key in self.allowed]
 
     def __len__(self) -> int:
         return len(self._models)
@@ -45,13 +83,19 @@ class ModelCache:
         return list(self._models)
 
     def get(self, name: str | None, revision: str | None = None) -> assd.Loaded:
-        name = (name or "").strip()
-        revision = (revision or "").strip() or None
+        name, spec_rev = parse_spec(name or "")
+        revision = (revision or "").strip() or spec_rev
         if not name:
-            raise DemoError("Choose a model: 'prose', 'code', a local directory or a Hub id.")
+            raise DemoError(f"Choose a model: {', '.join(self.choices)}.")
         if name in EMBEDDED:
             revision = None  # embedded models have no revisions
         key = (name, revision)
+        if not self.allow_any and key not in self.allowed:
+            raise DemoError(
+                f"The model {spec_of(name, revision)!r} is not served here: choose one of "
+                f"{', '.join(self.choices)}. (Whoever runs the server can add models with "
+                "--models or ASSD_MODELS.)"
+            )
         with self._lock:  # one load at a time; concurrent requests for the same model wait
             if key in self._models:
                 self._models.move_to_end(key)
@@ -71,11 +115,11 @@ class ModelCache:
         free_memory()
 
     def _load(self, name: str, revision: str | None) -> assd.Loaded:
-        if (
-            looks_like_hub_id(name)
-            and not in_hub_cache(name, revision)
-            and not self.hub_reachable()
-        ):
+        try:
+            _, local = resolve(name)
+        except ValueError:
+            local = True  # not a Hub id: the loader says what is wrong with it
+        if not local and not in_hub_cache(name, revision) and not self.hub_reachable():
             # Fail fast: the Hub client would otherwise retry for half a minute.
             raise DemoError(
                 f"Could not load model {name!r}: the Hugging Face Hub is unreachable from this "
@@ -119,13 +163,6 @@ def warm_up(lm: assd.Loaded) -> None:
             assd.sample(lm.model, batch, sampler, trace=False)
     except Exception:  # best effort: a model that cannot do this fails later with a message
         pass
-
-
-def looks_like_hub_id(name: str) -> bool:
-    """'owner/name' (or a bare legacy name) that is neither embedded nor a local path."""
-    if name in EMBEDDED or name.startswith(("/", ".", "~")) or name.count("/") > 1:
-        return False
-    return not os.path.exists(os.path.expanduser(name))
 
 
 def in_hub_cache(repo_id: str, revision: str | None) -> bool:

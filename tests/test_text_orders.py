@@ -50,7 +50,7 @@ def test_markup_round_trips_code_whitespace(tiny_model_dir):
     inf = parse_markup(CODE, tok)
     assert inf.n_masked == 3
     text = decode(tok, [t for t, m in zip(inf.ids, inf.mask) if not m])
-    assert text == CODE.replace("[MASK:3]", "")
+    assert text == CODE.replace(" [MASK:3]", "")  # the space before a mask joins the span
     single = parse_markup("a [MASK] b \\[MASK] c", tok)
     assert single.n_masked == 1
     assert "[MASK]" in decode(tok, [t for t, m in zip(single.ids, single.mask) if not m])
@@ -62,7 +62,7 @@ def test_mask_span_keeps_token_count(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     text = "The cat sat on the mat."
     out = mask_span(tok, text, 4, 11)
-    n = len(tok("cat sat", add_special_tokens=False)["input_ids"])
+    n = len(tok(" cat sat", add_special_tokens=False)["input_ids"])  # with the space before it
     assert out == f"The [MASK:{n}] on the mat."
 
 
