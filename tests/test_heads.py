@@ -133,3 +133,39 @@ def test_head_files_round_trip_and_load_beside_the_model(tmp_path):
     assert load_head(tmp_path / "nothing") is None
     assert wrap(net, (), None, "engine", head=q8).has_draft_head
     assert not wrap(net, (), None, "reference").has_draft_head
+
+
+def test_train_head_learns_and_installs_beside_the_target(tmp_path):
+    """One command after a target's training: the head's acceptance rises and its files land."""
+    pytest.importorskip("accelerate")
+    from training.model import build_model, export
+    from training.tokenizer import save, train_bpe
+    from training.train_head import main as train_head
+
+    words = "the a cat dog sat ran on under mat tree red big small and".split()
+    docs = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(60)) for i in range(80)]
+    (tmp_path / "train.txt").write_text("\n".join(docs) + "\n")
+    save(train_bpe(docs, vocab_size=300), tmp_path / "tok")
+    from training.tokenizer import load as load_tok
+
+    tok = load_tok(str(tmp_path / "tok"))
+    torch.manual_seed(0)
+    export(build_model(tok, "tiny"), tok, tmp_path / "target", 32, "float32")
+    summary = train_head([
+        str(tmp_path / "target"), "--data", str(tmp_path / "train.txt"), "--seq-len", "32",
+        "--batch-size", "8", "--max-steps", "60", "--eval-every", "60", "--eval-chunks", "8",
+        "--lr", "3e-3", "--warmup-steps", "5", "--k", "3", "--out", str(tmp_path / "head"),
+        "--install", "--device", "cpu", "--no-progress",
+    ])  # fmt: skip
+    first = train_head([
+        str(tmp_path / "target"), "--data", str(tmp_path / "train.txt"), "--seq-len", "32",
+        "--batch-size", "8", "--max-steps", "1", "--eval-every", "1", "--eval-chunks", "8",
+        "--k", "3", "--out", str(tmp_path / "head0"), "--device", "cpu", "--no-progress",
+    ])  # fmt: skip
+    assert summary["val_acceptance"] > first["val_acceptance"] + 0.05
+    assert len(summary["val_by_distance"]) == 4  # distances 0..k
+    lm = assd.load(str(tmp_path / "target"), device="cpu")
+    assert lm.model.has_draft_head
+    batch = make_batch(torch.randint(6, 300, (24,)), torch.arange(24), 4)
+    res = sample(lm.model, batch, ASSD(k=3, draft="head"), torch.Generator().manual_seed(0))
+    assert res[0].n_generated == 20 and res[0].draft_calls > 0

@@ -174,7 +174,7 @@ def main(argv=None) -> dict:
                                       "val_by_distance", "lr", "elapsed_s"])  # fmt: skip
     writer.writeheader()
     bar = tqdm(total=max_steps, disable=not cfg.progress, desc="head")
-    t_start, step, ev = time.time(), 0, {}
+    step, ev, t_probe = 0, {}, time.time()
     while step < max_steps:
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, max_steps)
         for group in opt.param_groups:
@@ -191,10 +191,12 @@ def main(argv=None) -> dict:
         opt.step()
         step += 1
         bar.update(1)
-        if cfg.max_time and step == 20:  # plan the run from the measured speed
-            per_step = (time.time() - t_start) / 20
-            left = cfg.max_time - (time.time() - t0) - 15  # leave time for the last evaluation
-            max_steps = plan_at = min(cfg.max_steps, step + max(1, int(0.9 * left / per_step)))
+        if cfg.max_time and step == 10:
+            t_probe = time.time()  # the first steps pay for warm-up: time steps 10..30
+        if cfg.max_time and step == 30:  # plan the run from the measured speed
+            per_step = (time.time() - t_probe) / 20
+            left = cfg.max_time - (time.time() - t0) - 10  # leave time for the last evaluation
+            max_steps = plan_at = min(cfg.max_steps, step + max(1, int(0.95 * left / per_step)))
             bar.total = max_steps
             print(f"planned {max_steps} steps ({per_step * 1e3:.0f} ms/step)")
         if step % cfg.eval_every == 0 or step == max_steps:
