@@ -84,7 +84,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--data-code", default=str(DEFAULT_CODE),
                    help="prompts for code models (a model whose name contains 'code')")  # fmt: skip
-    p.add_argument("--head-k", type=int, default=5, help="proposals per round with head drafts")
+    p.add_argument("--head-ks", type=_ints, default=[2, 3, 5],
+                   help="proposals per round with head drafts (one method each)")  # fmt: skip
+    p.add_argument("--methods", default=None,
+                   help="comma list of method keys to run (default: all), e.g. b,c,f,h3,i")  # fmt: skip
     p.add_argument(
         "--prompts", default=None, help="json list of token-id lists (from --save-prompts)"
     )
@@ -220,10 +223,16 @@ def methods(args, net, forbidden, head, device, dtype):
         ("g", f"engine + ASSD(k={k}, bigram, bonus)", assd.ASSD(k, draft="bigram", bonus=True)),
     ]
     if head is not None:
-        hk = args.head_k
-        samplers.append(("h", f"engine + ASSD(k={hk}, draft head)", assd.ASSD(hk, draft="head")))
-    auto = assd.fastest(eng)
-    samplers.append(("i", f"engine + fastest: {auto.name}", auto))
+        for hk in args.head_ks:
+            samplers.append(
+                (f"h{hk}", f"engine + ASSD(k={hk}, draft head)", assd.ASSD(hk, draft="head"))
+            )
+    want = set(args.methods.split(",")) if args.methods else None
+    if want is None or "i" in want:
+        auto = assd.fastest(eng)  # measured on this device (assd.samplers.auto)
+        samplers.append(("i", f"engine + fastest: {auto.name}", auto))
+    samplers = [x for x in samplers if want is None or x[0] in want]
+    out = [x for x in out if want is None or x[0] in want]
     out += [(key, label, eng, s, False, None) for key, label, s in samplers]
     if args.eager_too and device.type == "cuda":
         out += [(key + "-eager", label + " (eager rounds)", eng, s, False, False)
@@ -280,7 +289,7 @@ def graph_check(net, forbidden, head, device, dtype, tokenizer, args) -> dict:
     batch = make_batches(seqs, 128, 4, args.rate, 1)[0]
     out = {}
     samplers = [assd.Sequential(), assd.ASSD(args.k), assd.ASSD(args.k, one_call=True)]
-    samplers += [assd.ASSD(args.head_k, draft="head")] if head is not None else []
+    samplers += [assd.ASSD(args.head_ks[0], draft="head")] if head is not None else []
     for s in samplers:
         a = assd.sample(eng, batch, s, rng(3, device), trace=False, graphs=True)
         b = assd.sample(eng, batch, s, rng(3, device), trace=False, graphs=False)
@@ -516,7 +525,7 @@ def main(argv=None) -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "k": args.k,
-        "head_k": args.head_k,
+        "head_k": args.head_ks,
         "rate": args.rate,
         "lengths": args.lengths,
         "graphs": device.type == "cuda",

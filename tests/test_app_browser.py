@@ -67,7 +67,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> N
 
 @pytest.fixture(scope="module")
 def app_url():
-    """The app as deployed: the embedded prose model (offline, 5.5M parameters)."""
+    """The app as deployed: the embedded prose model (offline, 10.6M parameters)."""
     if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
         pytest.skip("chromium is not installed (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
