@@ -1,8 +1,19 @@
-"""Seeds derived from several integers, so every random draw is a function of (seed, rank, step...)."""
+"""Seeds derived from several integers, so every random draw is a function of (seed, rank, step...).
+
+The one seeding convention of training: ``mix_seed(run seed, indices..., PURPOSE)``, where the
+purpose tag keeps the streams of different uses apart (the same (seed, rank, step) never seeds
+two different draws).
+"""
 
 from __future__ import annotations
 
 import hashlib
+
+# Purpose tags (the last argument of mix_seed).
+ORDERS = 1  # masking rates and orders of a training micro-batch: (seed, rank, micro-batch, ORDERS)
+VALIDATION = 2  # the order of validation chunk j: (seed, j, VALIDATION)
+DATA_ORDER = 3  # the chunk permutation of an epoch: (seed, rank, epoch, DATA_ORDER)
+SAMPLES = 4  # the infills logged at a step: (seed, step, SAMPLES)
 
 
 def mix_seed(*xs: int) -> int:
