@@ -30,9 +30,14 @@ def make_tokenizer(vocab_size: int = 300):
     )
     tok.train_from_iterator(CORPUS, trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
-        cls_token="<cls>", sep_token="<sep>", additional_special_tokens=["<eod>"],
-    )  # fmt: skip
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        cls_token="<cls>",
+        sep_token="<sep>",
+        additional_special_tokens=["<eod>"],
+    )
 
 
 def make_tiny_xlnet(vocab_size: int, seed: int = 0, d_model: int = 32, n_layer: int = 2):
@@ -41,9 +46,14 @@ def make_tiny_xlnet(vocab_size: int, seed: int = 0, d_model: int = 32, n_layer: 
 
     torch.manual_seed(seed)
     cfg = XLNetConfig(
-        vocab_size=vocab_size, d_model=d_model, n_layer=n_layer, n_head=2, d_inner=64,
-        dropout=0.0, pad_token_id=1,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        d_model=d_model,
+        n_layer=n_layer,
+        n_head=2,
+        d_inner=64,
+        dropout=0.0,
+        pad_token_id=1,
+    )
     cfg.assd_max_length = 64
     return XLNetLMHeadModel(cfg).eval()
 

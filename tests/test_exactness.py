@@ -77,7 +77,7 @@ def test_inexact_samplers_are_detected(sampler):
     """The enumeration is sharp: unverified parallel decoding and lossy r_atol differ from the joint."""
     import torch
 
-    from assd.backends.toy import ToyASARM
+    from assd.backends import ToyASARM
     from assd.model import make_batch
     from assd.orders import order_from_mask
 

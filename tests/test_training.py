@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from assd import make_batch
-from assd.backends.xlnet_reference import XLNetReference
+from assd.backends import XLNetReference
+from assd.orders import ORDERS
 from training.config import parse
 from training.data import ChunkStream, pack, read_texts, tokenize
 from training.fast_model import FastXLNet
@@ -22,6 +23,7 @@ from training.objective import sample_orders, target_nll, weighted_loss
 from training.schedule import MaskSchedule, lr_at, n_masked_of
 from training.tokenizer import SPECIAL_TOKENS, eod_id, load, save, train_bpe
 from training.train import main as train_main
+from training.train import plan_steps
 
 WORDS = "the a cat dog sat ran on under mat tree quickly slowly red big small and".split()
 
@@ -88,7 +90,7 @@ def test_lr_warms_up_then_decays_linearly():
 # ---------------------------------------------------------------- orders and objectives
 
 
-@pytest.mark.parametrize("order", ["paper", "random"])
+@pytest.mark.parametrize("order", ["left-to-right", "random"])
 def test_orders_put_the_prompt_first_in_ascending_position(order):
     g = torch.Generator().manual_seed(1)
     L = 24
@@ -101,7 +103,7 @@ def test_orders_put_the_prompt_first_in_ascending_position(order):
         pos = torch.argsort(sigma[b])  # positions in rank order
         P = int(n_prompt[b])
         assert pos[:P].tolist() == sorted(pos[:P].tolist())  # visible group ascending
-        if order == "paper":
+        if order == "left-to-right":
             assert pos[P:].tolist() == sorted(pos[P:].tolist())  # masked group ascending
         masked_in_order.append(pos[P:].tolist())
     if order == "random":  # not always left to right
@@ -110,9 +112,33 @@ def test_orders_put_the_prompt_first_in_ascending_position(order):
         sample_orders(n_masked, L, "zigzag", g)
 
 
+def test_order_names_are_the_librarys_and_paper_is_an_alias():
+    assert ORDERS == ("left-to-right", "random")
+    a = sample_orders(torch.tensor([3, 5]), 9, "paper", torch.Generator().manual_seed(7))
+    b = sample_orders(torch.tensor([3, 5]), 9, "left-to-right", torch.Generator().manual_seed(7))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert parse([]).order == "left-to-right"
+
+
+def test_random_orders_cover_every_permutation_of_the_masked_positions_evenly():
+    """3 masked positions of 5: each of the 3! decoding orders about 1/6 of the time."""
+    from collections import Counter
+
+    from scipy.stats import chisquare
+
+    g = torch.Generator().manual_seed(11)
+    sigma, n_prompt = sample_orders(torch.full((6000,), 3), 5, "random", g)
+    pos = sigma.argsort(-1)[:, 2:]  # masked positions in decoding order
+    masked = pos.sort(-1).values
+    relative = (pos[:, :, None] == masked[:, None, :]).float().argmax(-1)  # order as a permutation
+    counts = Counter(tuple(r) for r in relative.tolist())
+    assert len(counts) == 6
+    assert chisquare(list(counts.values())).pvalue > 1e-4
+
+
 def test_fresh_random_subsets_per_sequence():
     g = torch.Generator().manual_seed(2)
-    sigma, n_prompt = sample_orders(torch.full((64,), 6), 12, "paper", g)
+    sigma, n_prompt = sample_orders(torch.full((64,), 6), 12, "left-to-right", g)
     masks = {tuple((sigma[b] >= n_prompt[b]).tolist()) for b in range(64)}
     assert len(masks) > 50
 
@@ -125,7 +151,7 @@ def tiny(corpus):
 
 
 @pytest.mark.parametrize("objective", ["joint", "parallel"])
-@pytest.mark.parametrize("order", ["paper", "random"])
+@pytest.mark.parametrize("order", ["left-to-right", "random"])
 def test_objective_matches_the_reference_backend(tiny, objective, order):
     """The fast training forward gives the same per-target NLLs as the ASARM protocol's queries
     on Hugging Face's XLNet: joint = chain rule (context = own rank), parallel = prompt only."""
@@ -160,14 +186,26 @@ def test_parallel_objective_ignores_masked_tokens_and_joint_reads_them(tiny):
     fast = FastXLNet(model)
     g = torch.Generator().manual_seed(4)
     x = torch.randint(len(SPECIAL_TOKENS), len(tok), (2, 12), generator=g)
-    sigma, n_prompt = sample_orders(torch.tensor([5, 8]), 12, "paper", g)
+    sigma, n_prompt = sample_orders(torch.tensor([5, 8]), 12, "left-to-right", g)
     masked = sigma >= n_prompt[:, None]
     y = torch.where(masked, torch.roll(x, 1, 1), x)  # other content at the masked positions
     with torch.no_grad():  # the labels stay x: only what the model could read changes
-        par_x = fast(x.masked_fill(masked, tok.mask_token_id), sigma, n_prompt, masked, x,
-                     n_prompt[:, None].expand_as(sigma))  # fmt: skip
-        par_y = fast(y.masked_fill(masked, tok.mask_token_id), sigma, n_prompt, masked, x,
-                     n_prompt[:, None].expand_as(sigma))  # fmt: skip
+        par_x = fast(
+            x.masked_fill(masked, tok.mask_token_id),
+            sigma,
+            n_prompt,
+            masked,
+            x,
+            n_prompt[:, None].expand_as(sigma),
+        )
+        par_y = fast(
+            y.masked_fill(masked, tok.mask_token_id),
+            sigma,
+            n_prompt,
+            masked,
+            x,
+            n_prompt[:, None].expand_as(sigma),
+        )
         joint_x = fast(x, sigma, n_prompt, masked, x)
         joint_y = fast(y, sigma, n_prompt, masked, x)
     assert torch.equal(par_x, par_y)  # the parallel objective never reads masked content
@@ -257,11 +295,25 @@ def test_tokenize_then_pack_round_trips(corpus):
 # ---------------------------------------------------------------- end to end
 
 
-def _metrics(path) -> dict[int, float]:
+def _rows(path) -> list[dict]:
     with open(path) as f:
-        return {int(r["step"]): float(r["train_loss"]) for r in csv.DictReader(f)}
+        return list(csv.DictReader(f))
 
 
+def _metrics(path) -> dict[int, float]:
+    return {int(r["step"]): float(r["train_loss"]) for r in _rows(path)}
+
+
+def test_plan_steps_fits_the_budget():
+    # 100 s budget, 10 s gone at step 30, 0.1 s a step: 90 s left, 90% of it = 810 steps.
+    assert plan_steps(30, 10.0, 0.1, 100.0, 10_000) == 30 + 810
+    assert plan_steps(30, 10.0, 0.1, 100.0, 500) == 500  # never past --max-steps
+    assert plan_steps(30, 120.0, 0.1, 100.0, 10_000) == 31  # already late: one more step
+    assert plan_steps(30, 10.0, 0.0, 100.0, 777) == 777  # no measurable time: --max-steps
+    assert plan_steps(0, 0.0, 2.0, 60.0, 10_000) == 27  # int(0.9 * 60 / 2)
+
+
+@pytest.mark.slow
 def test_train_learns_and_resumes_exactly(corpus, tmp_path):
     pytest.importorskip("accelerate")  # the `train` extra
     common = [
@@ -284,12 +336,23 @@ def test_train_learns_and_resumes_exactly(corpus, tmp_path):
         rows = list(csv.DictReader(f))
     assert rows and int(rows[0]["nfe"]) >= 1 and int(rows[0]["generated"]) >= 1
 
+    rows = _rows(a / "metrics.csv")  # one epoch count for every row: micro-batches consumed
+    ratios = {round(float(r["epoch"]) / int(r["step"]), 3) for r in rows if int(r["step"]) >= 10}
+    assert len(ratios) == 1 and [r["val_loss"] != "" for r in rows] == [False] * 29 + [True]
+
     b = tmp_path / "b"
     train_main(common + ["--out", str(b), "--resume", str(a / "checkpoints" / "step_0000025")])
     resumed = _metrics(b / "metrics.csv")
     assert sorted(resumed) == list(range(26, 31))
     for s in range(26, 31):
         assert abs(resumed[s] - losses[s]) < 1e-6, (s, resumed[s], losses[s])
+
+    # Resuming into the run's own folder: steps 26..30 again, each row once.
+    train_main(common + ["--out", str(a), "--resume", str(a / "checkpoints" / "step_0000025")])
+    steps = [int(r["step"]) for r in _rows(a / "metrics.csv")]
+    assert steps == list(range(1, 31))
+    assert all(abs(_metrics(a / "metrics.csv")[s] - losses[s]) < 1e-6 for s in range(1, 31))
+    assert sorted({int(r["step"]) for r in _rows(a / "samples.csv")}) == [30]
 
     from transformers import AutoTokenizer, XLNetLMHeadModel
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import assd
-from assd.backends.xlnet_reference import XLNetReference
+from assd.backends import XLNetReference
 
 
 def brute_force(net, tokens, sigma, P, rank, ctx):
