@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import importlib.util
 import json
 import lzma
@@ -404,3 +405,92 @@ def test_int8_export_loads_through_assd_and_stays_close(tiny, tmp_path):
     assert (back[3] - w[3]).abs().max() <= w[3].abs().max() / 127  # one step of its own scale
     with pytest.raises(ValueError, match="weights must be"):
         export(model, tok, tmp_path / "x", 32, "int4")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_with_the_same_global_batch(corpus, tmp_path):
+    """``accelerate launch --multi_gpu --num_processes 2`` (on a machine without GPUs: two CPU
+    processes over gloo), batch 4 each, against one process with batch 8.
+
+    Exact: both ranks hold the same parameters at the end, they read disjoint document shards
+    that together are the one-process training set, each trains on its own shard's batches (the
+    first-batch hashes), the token count is the same. Statistical: the loss curve. The data
+    differ (each rank packs and shuffles its own shard), so the curves agree only as two seeds
+    of the one-process run do: every 10-step mean of the training loss and the validation loss
+    (a protocol that does not depend on the number of processes) must lie within twice the
+    largest gap between one-process runs with seeds 0 and 1, plus 0.02.
+    """
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    pytest.importorskip("accelerate")
+    accelerate = shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("the accelerate launcher is not on PATH")
+    common = [
+        "--data", corpus["path"], "--tokenizer", corpus["tok"], "--val-every-doc", "10",
+        "--preset", "tiny", "--seq-len", "32", "--lr", "3e-3", "--warmup-steps", "5",
+        "--mask-warmup-steps", "10", "--max-steps", "40", "--log-every", "1",
+        "--eval-every", "20", "--sample-every", "1000", "--n-samples", "0", "--save-every", "1000",
+        "--eval-chunks", "16", "--no-progress", "--precision", "no",
+    ]  # fmt: skip
+    one = train_main(common + ["--batch-size", "8", "--out", str(tmp_path / "one")])
+    train_main(common + ["--batch-size", "8", "--seed", "1", "--out", str(tmp_path / "s1")])
+    launch = [
+        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+        str(_free_port()), "-m", "training.train", *common, "--batch-size", "4",
+        "--out", str(tmp_path / "two"),
+    ]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(launch, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+
+    assert two["processes"] == 2 and "over 2 process(es)" in out
+    assert two["steps"] == one["steps"] == 40 and two["tokens_seen"] == one["tokens_seen"]
+    sums = re.findall(r"\[rank (\d)/2\] parameter checksum (\S+?)(?=\[|\s|$)", out)
+    assert sorted(r for r, _ in sums) == ["0", "1"] and len({c for _, c in sums}) == 1, sums
+
+    # The data: disjoint document shards that make up the one-process set; each rank trains on
+    # its own shard's batches.
+    from training.config import parse as parse_cfg
+    from training.data import split_docs
+
+    cfg = parse_cfg(common + ["--batch-size", "4"])
+    shards = [list(split_docs(cfg, r, 2)[0]) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == sorted(split_docs(cfg, 0, 1)[0])
+    assert not set(shards[0]) & set(shards[1])
+    tok = load(corpus["tok"])
+    firsts = dict(re.findall(r"\[rank (\d)/2\] first batch sha1 (\w+)", out))
+    for r in range(2):
+        chunks = pack(tokenize(tok, shards[r]), eod_id(tok), 32)
+        want = ChunkStream(chunks, 4, cfg.seed, r).batch(0)
+        assert firsts[str(r)] == hashlib.sha1(want.numpy().tobytes()).hexdigest()[:16]
+    assert firsts["0"] != firsts["1"]
+    n_two = int(re.search(r"data: (\d+) train chunks", out).group(1))
+    n_one = len(pack(tokenize(tok, split_docs(cfg, 0, 1)[0]), eod_id(tok), 32))
+    assert n_one - 1 <= n_two <= n_one  # only the packing remainder of the extra shard is lost
+
+    def curve(name):
+        rows = _rows(tmp_path / name / "metrics.csv")
+        loss = [float(r["train_loss"]) for r in rows]
+        val = [float(r["val_loss"]) for r in rows if r["val_loss"]]
+        return [sum(loss[i : i + 10]) / 10 for i in range(0, 40, 10)] + val
+
+    a, b, c = curve("one"), curve("s1"), curve("two")
+    tol = 2 * max(abs(x - y) for x, y in zip(a, b)) + 0.02
+    gaps = [abs(x - y) for x, y in zip(a, c)]
+    assert max(gaps) <= tol, (gaps, tol)
+    assert c[3] < c[0] - 1.0  # and it learns

@@ -231,14 +231,20 @@ class CsvLog:
 
 
 def _accelerator(cfg: TrainConfig):
-    """(the Accelerator, the precision it runs): ``auto`` is bf16 autocast on CUDA, else float32."""
+    """(the Accelerator, the precision it runs): ``auto`` is bf16 autocast on CUDA, else float32.
+
+    Launched as several processes on a machine without CUDA (``accelerate launch --multi_gpu``
+    sets WORLD_SIZE), the processes form a gloo group on the CPU: accelerate only does that when
+    asked for the CPU, otherwise each process would train alone into the same folder.
+    """
     from accelerate import Accelerator
 
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "no"
     torch.set_float32_matmul_precision("high")
-    return Accelerator(mixed_precision=precision), precision
+    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(mixed_precision=precision, cpu=cpu), precision
 
 
 def _tokenizer(cfg: TrainConfig, acc, out: Path):
@@ -525,6 +531,9 @@ def train(cfg: TrainConfig) -> dict:
     bar.close()
     metrics.close()
     samples.close()
+    # Processes of one run hold the same parameters (DDP keeps them in step): compare these lines.
+    checksum = float(sum(p.detach().double().sum() for p in raw.parameters()))
+    print(f"[rank {rank}/{world}] parameter checksum {checksum:.17g}", flush=True)
 
     exported = (best_step, best_val) if cfg.export_best else (step, val_loss)
     summary = {
