@@ -210,7 +210,6 @@ def test_saving_a_step_again_replaces_it(tmp_path):
     assert same(net2, saved[10])
 
 
-@pytest.mark.slow
 def test_training_run_keeps_n_and_resumes_past_a_damaged_checkpoint(tmp_path, caplog):
     """End to end: --keep-checkpoints 2, the newest checkpoint truncated, --resume latest."""
     pytest.importorskip("accelerate")

@@ -314,7 +314,6 @@ def test_plan_steps_fits_the_budget():
     assert plan_steps(0, 0.0, 2.0, 60.0, 10_000) == 27  # int(0.9 * 60 / 2)
 
 
-@pytest.mark.slow
 def test_train_learns_and_resumes_exactly(corpus, tmp_path):
     pytest.importorskip("accelerate")  # the `train` extra
     common = [
