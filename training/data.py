@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .seeds import DATA_ORDER, mix_seed
+from .seeds import TAG_DATA_ORDER, mix_seed
 
 _LOCAL = re.compile(r"\.(jsonl|json|txt|text|parquet)(\.(gz|xz|bz2))?$")
 
@@ -155,7 +155,7 @@ class ChunkStream:
     """Deterministic batches over a rank's chunks: batch ``c`` depends on (seed, rank, c) only.
 
     ``seed`` is the run's seed (``--seed``); the permutation of epoch e is seeded by
-    ``mix_seed(seed, rank, e, DATA_ORDER)``.
+    ``mix_seed(seed, rank, e, TAG_DATA_ORDER)``.
 
     Each epoch visits the chunks in a fresh seeded permutation; resuming at micro-batch ``c``
     reproduces exactly the batches an uninterrupted run would have drawn.
@@ -169,7 +169,7 @@ class ChunkStream:
 
     def _perm_of(self, epoch: int) -> torch.Tensor:
         if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, epoch, DATA_ORDER))
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, epoch, TAG_DATA_ORDER))
             self._perm = (epoch, torch.randperm(len(self.chunks), generator=g))
         return self._perm[1]
 

@@ -18,7 +18,7 @@ import torch
 from .fast_model import FastXLNet
 from .objective import sample_orders, target_nll
 from .schedule import n_masked_of
-from .seeds import VALIDATION, mix_seed
+from .seeds import TAG_VALIDATION, mix_seed
 
 
 @torch.no_grad()
@@ -46,7 +46,7 @@ def val_nll(
         orders = []
         for j in js:  # chunk j: rate at the j-th of n_total evenly spaced points, seed (seed, j)
             n_masked = n_masked_of(torch.tensor([lo + (hi - lo) * (j + 0.5) / n_total]), L)
-            g = torch.Generator().manual_seed(mix_seed(cfg.seed, j, VALIDATION))
+            g = torch.Generator().manual_seed(mix_seed(cfg.seed, j, TAG_VALIDATION))
             orders.append(sample_orders(n_masked, L, cfg.order, g))
         sigma = torch.cat([o[0] for o in orders]).to(device)
         n_prompt = torch.cat([o[1] for o in orders]).to(device)

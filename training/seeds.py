@@ -1,6 +1,6 @@
 """Seeds derived from several integers, so every random draw is a function of (seed, rank, step...).
 
-The one seeding convention of training: ``mix_seed(run seed, indices..., PURPOSE)``, where the
+The one seeding convention of training: ``mix_seed(run seed, indices..., tag)``, where the
 purpose tag keeps the streams of different uses apart (the same (seed, rank, step) never seeds
 two different draws).
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 
-# Purpose tags (the last argument of mix_seed).
-ORDERS = 1  # masking rates and orders of a training micro-batch: (seed, rank, micro-batch, ORDERS)
-VALIDATION = 2  # the order of validation chunk j: (seed, j, VALIDATION)
-DATA_ORDER = 3  # the chunk permutation of an epoch: (seed, rank, epoch, DATA_ORDER)
-SAMPLES = 4  # the infills logged at a step: (seed, step, SAMPLES)
+# Purpose tags, the last argument of mix_seed:
+TAG_ORDERS = 1  # rates and orders of a training micro-batch: (seed, rank, micro-batch, tag)
+TAG_VALIDATION = 2  # the order of validation chunk j: (seed, j, tag)
+TAG_DATA_ORDER = 3  # the chunk permutation of an epoch: (seed, rank, epoch, tag)
+TAG_SAMPLES = 4  # the infills logged at a step: (seed, step, tag)
 
 
 def mix_seed(*xs: int) -> int:

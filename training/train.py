@@ -36,7 +36,7 @@ from .model import build_model, export, freeze_unused, load_model, n_params
 from .objective import OBJECTIVES, WEIGHTINGS, order_name, sample_orders, target_nll, weighted_loss
 from .samples import infill
 from .schedule import MaskSchedule, lr_at, n_masked_of
-from .seeds import ORDERS, SAMPLES, mix_seed
+from .seeds import TAG_ORDERS, TAG_SAMPLES, mix_seed
 from .tokenizer import eod_id, train_bpe
 from .tokenizer import load as load_tokenizer
 from .tokenizer import save as save_tokenizer
@@ -301,7 +301,7 @@ def batch_orders(x, step: int, c: int, cfg, sched, rank: int, device):
     """Orders and rates for micro-batch ``c``: a fresh order per sequence, seeded by (seed, rank, c).
 
     Returns (tokens, sigma, n_prompt) on ``device``."""
-    g = torch.Generator().manual_seed(mix_seed(cfg.seed, rank, c, ORDERS))
+    g = torch.Generator().manual_seed(mix_seed(cfg.seed, rank, c, TAG_ORDERS))
     rates = sched.sample(step, x.shape[0], g)
     sigma, n_prompt = sample_orders(n_masked_of(rates, x.shape[1]), x.shape[1], cfg.order, g)
     return x.to(device), sigma.to(device), n_prompt.to(device)
@@ -390,7 +390,7 @@ def write_samples(samples: CsvLog, raw, tokenizer, val: torch.Tensor, cfg, step:
     rows = val[: cfg.n_samples, : min(cfg.sample_len, cfg.seq_len)]
     if cfg.n_samples <= 0 or len(rows) == 0:
         return
-    seed = mix_seed(cfg.seed, step, SAMPLES)
+    seed = mix_seed(cfg.seed, step, TAG_SAMPLES)
     for i, s in enumerate(infill(raw, tokenizer, rows, cfg.sample_rate, seed=seed)):
         samples.row(
             step=step,
