@@ -8,6 +8,7 @@ the prompt and the lower ranks only. Every sampler and backend speaks ranks, nev
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -145,11 +146,11 @@ def n_visible(length: int, rate: float) -> int:
     The paper's rule ``int(length * (1 - rate)) + 1`` (a 95% rate on 512 tokens keeps 26), at
     most ``length``: at least one position is always visible.
     """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 < rate <= 1.0:
         raise ValueError(f"rate must be a number in (0, 1], got {rate!r}")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+    if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
         raise ValueError(f"length must be an int >= 0, got {length!r}")
-    return min(length, int(length * (1.0 - rate)) + 1)
+    return min(int(length), int(length * (1.0 - float(rate))) + 1)
 
 
 def random_subset_order(
