@@ -493,3 +493,26 @@ def test_two_processes_train_like_one_with_the_same_global_batch(corpus, tmp_pat
     gaps = [abs(x - y) for x, y in zip(a, c)]
     assert max(gaps) <= tol, (gaps, tol)
     assert c[3] < c[0] - 1.0  # and it learns
+
+
+def test_time_budget_plans_stops_and_resumes_to_the_plan(corpus, tmp_path, capsys):
+    """--max-time: the step count is planned from the measured speed (capped by --max-steps);
+    a run out of time stops at once and saves; resuming continues to the saved plan."""
+    pytest.importorskip("accelerate")
+    common = [
+        "--data", corpus["path"], "--tokenizer", corpus["tok"], "--val-every-doc", "10",
+        "--preset", "tiny", "--seq-len", "16", "--batch-size", "2", "--max-steps", "35",
+        "--log-every", "1", "--eval-every", "1000", "--sample-every", "1000", "--n-samples", "0",
+        "--save-every", "1000", "--eval-chunks", "2", "--no-progress", "--precision", "no",
+    ]  # fmt: skip
+    planned = train_main(common + ["--max-time", "3600", "--out", str(tmp_path / "a")])
+    assert planned["steps"] == 35 and "planned 35 steps" in capsys.readouterr().out
+
+    out = tmp_path / "b"
+    stopped = train_main(common + ["--max-time", "0.001", "--out", str(out)])
+    assert stopped["steps"] == 1 and "time budget reached" in capsys.readouterr().out
+    trainer = json.loads((out / "checkpoints" / "step_0000001" / "trainer.json").read_text())
+    assert trainer["step"] == 1 and trainer["planned_steps"] == 35  # the plan, not the stop
+    resumed = train_main(common + ["--out", str(out), "--resume", "latest"])
+    assert resumed["steps"] == 35
+    assert [int(r["step"]) for r in _rows(out / "metrics.csv")] == list(range(1, 36))
