@@ -154,7 +154,8 @@ def sequential_joint(model: ASARM, batch: Batch, temperature: float = 1.0) -> di
     return dict(out)
 
 
-def total_variation(p: dict, q: dict) -> float:
-    """Max absolute difference over outcomes (the tests' 1e-9 criterion) — named for clarity."""
+def max_abs_difference(p: dict, q: dict) -> float:
+    """max over outcomes x of |p(x) - q(x)|, a missing outcome having probability 0 (the tests'
+    1e-9 criterion; not the total variation distance, which is half the sum)."""
     keys = set(p) | set(q)
     return max(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in keys)

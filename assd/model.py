@@ -35,12 +35,14 @@ __all__ = [
     "ASARM",
     "Session",
     "make_batch",
+    "checked_batch",
     "check_mask_id",
     "check_queries",
     "query_violations",
     "QUERY_RULES",
     "draft_queries",
     "oracle_queries",
+    "one_call_queries",
 ]
 
 
@@ -230,6 +232,28 @@ def make_batch(
     return Batch(tokens.long(), sigma.long(), n_prompt, length)
 
 
+def checked_batch(model: ASARM, batch: Batch) -> Batch:
+    """``batch`` validated against ``model`` (vocabulary, maximum length, prompt rules, mask id)
+    and moved to the model's device: what every entry point that runs a model on a user's batch
+    (sampling, likelihood) does first. Errors name the problem and the fix."""
+    if not isinstance(batch, Batch):
+        raise TypeError(
+            f"batch must be an assd.Batch, got {type(batch).__name__}: build one with "
+            "assd.make_batch(tokens, sigma, n_prompt) or assd.text.infills_to_batch(...)"
+        )
+    b = make_batch(
+        batch.tokens,
+        batch.sigma,
+        batch.n_prompt,
+        batch.length,
+        vocab_size=model.vocab_size,
+        max_length=model.max_length,
+        needs_prompt=model.needs_prompt,
+        mask_id=getattr(model, "mask_id", None),
+    )
+    return b.to(model.device)
+
+
 @runtime_checkable
 class Session(Protocol):
     """An open inference session over one :class:`Batch` (a backend may keep a KV cache)."""
@@ -314,3 +338,28 @@ def oracle_queries(
     r = n[:, None] + torch.arange(k, device=n.device)
     valid = r < length[:, None]
     return torch.where(valid, r, -1), torch.where(valid, r, -1)
+
+
+def one_call_queries(
+    n: torch.Tensor, k: int, kk: torch.Tensor, active: torch.Tensor, end: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next round's draft queries that one-call ASSD adds to its oracle call.
+
+    For every possible outcome a = 0 .. k of this round (a proposals accepted, then one token at
+    rank n+a): queries (n+a+1+i, n+a), i < k, the drafts of ranks n+a+1 .. n+a+k given ranks
+    < n+a (the token at rank n+a is not drawn yet, so no draft may read it). Outcomes
+    a > kk (more than this round's kk proposals) cannot happen; inactive rows and ranks >= end
+    are padding (-1). n, kk, end: [B] long; active: [B] bool.
+    Returns (q_rank, q_ctx), each [B, (k+1) * k], outcome-major (row a*k + i).
+    """
+    B = n.shape[0]
+    ar = torch.arange(k, device=n.device)
+    a = torch.arange(k + 1, device=n.device)  # possible outcomes
+    rank = n[:, None, None] + a[None, :, None] + 1 + ar[None, None, :]  # [B, k+1, k]
+    ctx = (n[:, None] + a)[:, :, None].expand(B, k + 1, k)
+    ok = (
+        active[:, None, None]
+        & (a[None, :, None] <= kk[:, None, None])
+        & (rank < end[:, None, None])
+    )
+    return torch.where(ok, rank, -1).flatten(1), torch.where(ok, ctx, -1).flatten(1)

@@ -8,18 +8,27 @@ the prompt and the lower ranks only. Every sampler and backend speaks ranks, nev
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
 
 __all__ = [
+    "ORDERS",
+    "n_visible",
     "order_from_mask",
+    "explicit_order",
     "order_with_masked_order",
+    "shuffle_masked",
     "random_order",
     "random_subset_order",
     "validate_order",
     "inverse_order",
 ]
+
+# Orders over the masked positions, by name: reading order (the paper's convention) or a
+# uniformly random permutation. The library, the demo and training use these names.
+ORDERS = ("left-to-right", "random")
 
 
 def _as_mask(mask: torch.Tensor | Sequence[bool]) -> torch.Tensor:
@@ -47,29 +56,101 @@ def order_from_mask(mask: torch.Tensor | Sequence[bool]) -> tuple[torch.Tensor, 
     return sigma, n_prompt
 
 
+def explicit_order(
+    mask: torch.Tensor | Sequence[bool],
+    masked_order: Sequence[Sequence[int]],
+    length: torch.Tensor | Sequence[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """User-given decoding orders over the masked positions, one list per row.
+
+    mask: [B, L] bool, True = masked. Row b generates the masked positions below ``length[b]``
+    (default L) in the order ``masked_order[b]`` lists them (each exactly once); the visible
+    positions come first, ascending, and positions >= length[b] (padding) take the last ranks.
+    Returns (sigma [B, L] long, n_prompt [B] long).
+    """
+    mask = _as_mask(mask)
+    if mask.dim() != 2:
+        raise ValueError(
+            f"explicit_order takes a batch: mask must have shape [B, L], got {tuple(mask.shape)}"
+        )
+    B, L = mask.shape
+    if len(masked_order) != B:
+        raise ValueError(
+            f"masked_order must give one position list per row ({B}), got {len(masked_order)}"
+        )
+    ends = [L] * B if length is None else [int(n) for n in torch.as_tensor(length).tolist()]
+    rows, n_prompt = [], []
+    for b, (row, given, end) in enumerate(zip(mask.tolist(), masked_order, ends)):
+        visible = [i for i in range(end) if not row[i]]
+        masked = [i for i in range(end) if row[i]]
+        order = [int(p) for p in given]
+        if sorted(order) != masked:
+            raise ValueError(
+                f"the order of row {b} must list every masked position exactly once "
+                f"(masked: {masked}, given: {order})"
+            )
+        rows.append(visible + order + list(range(end, L)))
+        n_prompt.append(len(visible))
+    pos_of_rank = torch.tensor(rows, dtype=torch.long, device=mask.device).view(B, L)
+    return inverse_order(pos_of_rank), torch.tensor(n_prompt, device=mask.device)
+
+
 def order_with_masked_order(
     mask: torch.Tensor | Sequence[bool], masked_positions: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A user-given decoding order over the masked positions of one sequence.
 
     masked_positions lists every masked position once, in the order they should be decoded.
-    Returns (sigma [L], n_prompt []).
+    Returns (sigma [L], n_prompt []). (:func:`explicit_order` for a batch.)
     """
     mask = _as_mask(mask)
     if mask.dim() != 1:
         raise ValueError("order_with_masked_order takes one sequence: mask must have shape [L]")
-    want = sorted(int(p) for p in masked_positions)
-    have = torch.nonzero(mask).flatten().tolist()
-    if want != have:
-        raise ValueError(
-            "masked_positions must list every masked position exactly once "
-            f"(masked: {have}, given: {list(masked_positions)})"
-        )
-    visible = torch.nonzero(~mask).flatten().tolist()
-    pos_of_rank = torch.tensor(visible + [int(p) for p in masked_positions], dtype=torch.long)
-    return inverse_order(pos_of_rank).to(mask.device), torch.tensor(
-        len(visible), device=mask.device
-    )
+    sigma, n_prompt = explicit_order(mask[None], [masked_positions])
+    return sigma[0], n_prompt[0]
+
+
+def shuffle_masked(
+    sigma: torch.Tensor,
+    n_prompt: torch.Tensor,
+    n_masked: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A uniformly random decoding order over each row's masked positions.
+
+    sigma: [B, L] ranks; n_prompt: [B]. The positions at ranks n_prompt .. n_prompt+n_masked-1
+    (default: every rank >= n_prompt) get their ranks permuted uniformly at random, independently
+    per row; every other rank (the prompt, padding after n_masked) stays where it is.
+    Returns the new sigma [B, L].
+    """
+    if sigma.dim() != 2:
+        raise ValueError(f"sigma must have shape [B, L], got {tuple(sigma.shape)}")
+    B, L = sigma.shape
+    P = n_prompt.to(sigma.device)[:, None]
+    end = P + (n_masked.to(sigma.device)[:, None] if n_masked is not None else L)
+    ranks = torch.arange(L, device=sigma.device).expand(B, L)
+    inside = (ranks >= P) & (ranks < end)
+    # Sorting the keys keeps ranks outside [P, end) in place (key = rank) and orders the ranks
+    # inside by iid uniforms (keys in [P, P+1), below every rank >= end): a uniform permutation.
+    # float64 uniforms make ties (which would favour the original order) vanishingly rare.
+    dev = generator.device if generator is not None else sigma.device
+    u = torch.rand(B, L, generator=generator, dtype=torch.float64, device=dev).to(sigma.device)
+    key = torch.where(inside, P + u, ranks.double())
+    pos_of_rank = torch.gather(inverse_order(sigma), 1, key.argsort(-1))
+    return inverse_order(pos_of_rank)
+
+
+def n_visible(length: int, rate: float) -> int:
+    """How many of ``length`` positions stay visible when a fraction ``rate`` is masked.
+
+    The paper's rule ``int(length * (1 - rate)) + 1`` (a 95% rate on 512 tokens keeps 26), at
+    most ``length``: at least one position is always visible.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 < rate <= 1.0:
+        raise ValueError(f"rate must be a number in (0, 1], got {rate!r}")
+    if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
+        raise ValueError(f"length must be an int >= 0, got {length!r}")
+    return min(int(length), int(length * (1.0 - float(rate))) + 1)
 
 
 def random_subset_order(
@@ -93,13 +174,10 @@ def random_order(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's evaluation setting: mask a fraction ``rate`` of positions at random.
 
-    ``int(L * (1 - rate)) + 1`` positions stay visible (so a 95% rate on 512 tokens keeps 26),
-    chosen uniformly; the rest are decoded left to right. Returns (sigma [L], mask [L]).
+    :func:`n_visible` positions stay visible, chosen uniformly; the rest are decoded left to
+    right. Returns (sigma [L], mask [L]).
     """
-    if not 0.0 < rate <= 1.0:
-        raise ValueError(f"rate must be in (0, 1], got {rate}")
-    n_visible = min(length, int(length * (1.0 - rate)) + 1)
-    return random_subset_order(length, n_visible, generator)
+    return random_subset_order(length, n_visible(length, rate), generator)
 
 
 def inverse_order(perm: torch.Tensor) -> torch.Tensor:

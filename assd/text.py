@@ -27,13 +27,12 @@ from dataclasses import dataclass, field
 import torch
 
 from .model import Batch, make_batch
-from .orders import inverse_order, order_from_mask
+from .orders import ORDERS, explicit_order, n_visible, order_from_mask, shuffle_masked
 
 MAX_TOKENS = 1 << 16  # the longest input parse_markup builds when no max_length is given
 MARKUP_RE = re.compile(r"\\?\[(?:MASK|/?HIDE)\b")  # where markup (or an escaped literal) starts
 DIGITS = "0123456789"  # ASCII only: str.isdigit() would also take "２" or "٣"
 MAX_DIGITS = 9  # a count of 10 digits is over any length budget: reject it before int()
-ORDERS = ("left-to-right", "random")
 HELP = (
     "[MASK] = one token to fill, [MASK:n] = n tokens, [HIDE]text[/HIDE] = as many tokens as that "
     "text has (the original is kept for comparison), \\[MASK] = a literal [MASK]"
@@ -98,8 +97,7 @@ class Infill:
         if not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0:
             raise ValueError(f"rate must lie in (0, 1], got {rate!r} (0.5 masks half the tokens)")
         visible = [i for i, m in enumerate(self.mask) if not m]
-        # TODO(issue 11): assd.orders.n_visible(len(visible), rate) once it is on main.
-        n_keep = min(len(visible), int(len(visible) * (1 - rate)) + 1)
+        n_keep = n_visible(len(visible), rate)
         perm = torch.randperm(len(visible), generator=generator).tolist()
         hide = {visible[j] for j in perm[n_keep:]}
         mask = [m or i in hide for i, m in enumerate(self.mask)]
@@ -188,20 +186,19 @@ def infills_to_batch(
         tokens[b, : len(f.ids)] = torch.tensor(f.ids, dtype=torch.long)
         mask[b, : len(f.ids)] = torch.tensor(f.mask, dtype=torch.bool)
     sigma, n_prompt = order_from_mask(mask)
+    if isinstance(order, str) and order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS} or explicit position lists, got {order!r}")
+    length = torch.tensor([len(f.ids) for f in infills], dtype=torch.long)
     if isinstance(order, str):
-        if order not in ORDERS:
-            raise ValueError(
-                f"order must be one of {ORDERS} or explicit position lists, got {order!r}"
-            )
         if order == "random":
-            sigma = _shuffle_masked(sigma, n_prompt, infills, generator)
+            n_masked = torch.tensor([f.n_masked for f in infills])
+            sigma = shuffle_masked(sigma, n_prompt, n_masked, generator)
     else:
         if len(order) != B:
             raise ValueError(
                 f"order must give one position list per infill ({B}), got {len(order)}"
             )
-        sigma = _explicit(infills, order, L)
-    length = torch.tensor([len(f.ids) for f in infills], dtype=torch.long)
+        sigma = explicit_order(mask, order, length)[0]
     return make_batch(tokens, sigma, n_prompt, length)
 
 
@@ -332,28 +329,6 @@ def _where(text: str, pos: int) -> str:
 def _space_joins_next(tokenizer) -> bool:
     """Does the tokenizer attach a space to the word after it ("a b" -> "a", " b")?"""
     return _encode(tokenizer, "a b") == _encode(tokenizer, "a") + _encode(tokenizer, " b")
-
-
-def _shuffle_masked(sigma, n_prompt, infills, generator):
-    pos_of_rank = inverse_order(sigma)
-    for b, f in enumerate(infills):
-        P, m = int(n_prompt[b]), f.n_masked
-        perm = torch.randperm(m, generator=generator)
-        pos_of_rank[b, P : P + m] = pos_of_rank[b, P : P + m][perm]
-    return inverse_order(pos_of_rank)
-
-
-def _explicit(infills, order, L):
-    rows = []
-    for f, positions in zip(infills, order):
-        visible = [i for i, m in enumerate(f.mask) if not m]
-        masked = [i for i, m in enumerate(f.mask) if m]
-        if sorted(int(p) for p in positions) != masked:
-            raise ValueError(
-                f"each order must list that row's masked positions once: expected {masked}"
-            )
-        rows.append(visible + [int(p) for p in positions] + list(range(len(f.ids), L)))
-    return inverse_order(torch.tensor(rows, dtype=torch.long))
 
 
 def _encode(tokenizer, text: str) -> list[int]:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 import assd
 from assd import whitespace
+from assd.rng import mix_seed
 
 from .infill_prose import infill_batch
 from .sandbox import MEMORY_MB, TIMEOUT, humaneval_job, run_many
@@ -48,7 +49,7 @@ def run(
     for (j, _), chunk in zip(mine, todo):
         if not chunk:
             continue
-        s = seed + j * batch_size
+        s = mix_seed(seed, j)
 
         def infill(c, s=s):
             return _infill(lm, c, k, s)

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 import assd
+from assd.rng import mix_seed
 from assd.text import Infill, decode, infills_to_batch
 
 from .data import Story
@@ -98,7 +99,7 @@ def run(
     bar = tqdm(total=sum(map(len, todo)), desc="rocstories", unit="story")
     for (j, _), chunk in zip(mine, todo):
         if chunk:
-            s = seed + j * batch_size
+            s = mix_seed(seed, j)
             store.run_chunk(chunk, lambda c, s=s: _run_chunk(lm, c, store, k, s), _item_id)
         bar.update(len(chunk))
     bar.close()

@@ -18,10 +18,13 @@ import torch
 from tqdm.auto import tqdm
 
 import assd
+from assd.rng import mix_seed
 from assd.text import decode
 
 from .stats import compare, difference, summary
 from .store import Store, shard
+
+TAG_ORDER, TAG_SAMPLE = 1, 2  # mix_seed purpose tags: a sequence's order; its samples
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def make_prompts(sequences: list[list[int]], rate: float, seed: int) -> list[Pro
     """A random order per sequence from a generator seeded with (seed, index): reproducible."""
     out = []
     for i, toks in enumerate(sequences):
-        s = seed * 1_000_003 + i
+        s = mix_seed(seed, i, TAG_ORDER)
         sigma, mask = assd.random_order(len(toks), rate, torch.Generator().manual_seed(s))
         out.append(Prompt(i, toks, sigma, mask, s))
     return out
@@ -114,7 +117,7 @@ def run_one(
     lm: assd.Loaded, prompt: Prompt, spec: SamplerSpec, seed: int, evaluator, blank_id: int
 ) -> dict:
     """Sample one prompt with one sampler (timed, synchronised) and score it."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * prompt.idx + 1)
+    g = torch.Generator().manual_seed(mix_seed(seed, prompt.idx, TAG_SAMPLE))
     batch = prompt.batch(blank_id)
     dev = lm.model.device
     _sync(dev)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from hypothesis import strategies as st
 
-from assd.backends.toy import ToyASARM
+from assd.backends import ToyASARM
 from assd.model import make_batch
 from assd.orders import order_with_masked_order
 

@@ -31,7 +31,7 @@ ARGS = [
 ROOT = Path(__file__).resolve().parents[1]
 W, H = 1280, 720
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # ~25 s: CI runs it, the default run skips it
 
 # Record every change of the lanes: (ms since start, badges, calls of each lane).
 WATCH_LANES = """() => {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import logging
@@ -209,7 +210,6 @@ def test_saving_a_step_again_replaces_it(tmp_path):
     assert same(net2, saved[10])
 
 
-@pytest.mark.slow
 def test_training_run_keeps_n_and_resumes_past_a_damaged_checkpoint(tmp_path, caplog):
     """End to end: --keep-checkpoints 2, the newest checkpoint truncated, --resume latest."""
     pytest.importorskip("accelerate")
@@ -239,3 +239,5 @@ def test_training_run_keeps_n_and_resumes_past_a_damaged_checkpoint(tmp_path, ca
     assert again["steps"] == 12 and again["final_train_loss"] == first["final_train_loss"]
     assert names(out) == ["step_0000008", "step_0000012"]  # step 12 written again, intact
     assert ckpt.verify(ckpt.step_dir(out, 12)) is None
+    with open(out / "metrics.csv") as f:  # steps 9..12 ran twice, each is in the log once
+        assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, 13))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import torch
-from conftest import make_tiny_xlnet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import toy_problems
 
 import assd
 from assd import ASSD, Sequential, generate, sample
-from assd.backends.xlnet_reference import XLNetReference
+from assd.backends import XLNetReference
 
 
 @settings(max_examples=40, deadline=None)
@@ -35,9 +34,18 @@ def test_self_draft_never_uses_more_calls_than_tokens(problem, k, seed):
             assert sum(len(t.tokens) for t in r.trace) == m
 
 
-def test_first_draft_token_always_accepted_on_xlnet():
-    net = make_tiny_xlnet(40, seed=3)
-    model = XLNetReference(net)
+def test_first_draft_row_is_the_exact_conditional_on_xlnet():
+    """The paper accepts the first draft of a round unconditionally (the sampler sets its
+    acceptance to 1). That is exact only because the draft call's row for rank n, given ranks
+    < n, is the oracle call's row for rank n: the oracle's query must not see the proposals
+    placed at ranks >= n. Checked on XLNet, round by round, through the recorded probabilities."""
+    from transformers import XLNetConfig, XLNetLMHeadModel
+
+    torch.manual_seed(3)  # weights large enough that the context moves the conditionals
+    cfg = XLNetConfig(
+        vocab_size=40, d_model=32, n_layer=2, n_head=2, d_inner=64, initializer_range=0.2
+    )
+    model = XLNetReference(XLNetLMHeadModel(cfg).eval())
     g = torch.Generator().manual_seed(0)
     sigma, mask = assd.random_order(24, 0.8, g)
     batch = assd.make_batch(
@@ -45,11 +53,17 @@ def test_first_draft_token_always_accepted_on_xlnet():
         sigma.expand(4, 24).clone(),
         (~mask).sum().expand(4),
     )
-    for r in sample(model, batch, ASSD(k=4), g):
-        for t in r.trace:
-            if t.drafted:
-                assert t.accepted[:1] == t.drafted[:1]
-                assert abs(t.p_draft[0] - t.p_oracle[0]) < 1e-5
+    checked = 0
+    for sampler in (ASSD(k=4), ASSD(k=3, bonus=True, temperature=0.7)):
+        for r in sample(model, batch, sampler, g):
+            for t in r.trace:
+                if len(t.drafted) >= 2:  # rounds that drafted (one token left: an exact step)
+                    assert abs(t.p_draft[0] - t.p_oracle[0]) < 1e-5
+                    checked += 1
+    assert checked >= 20
+    # The property is not automatic: a later proposal's draft and oracle probabilities differ.
+    last = [t for r in sample(model, batch, ASSD(k=4), g) for t in r.trace if len(t.drafted) >= 2]
+    assert max(abs(t.p_draft[1] - t.p_oracle[1]) for t in last) > 1e-2
 
 
 def test_streaming_reveals_rounds_in_order():

@@ -8,10 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import assd
-from assd.backends.engine import XLNetEngine
-from assd.backends.xlnet_reference import XLNetReference
+from assd.backends import XLNetEngine, XLNetReference
 from assd.likelihood import log_likelihood
-from assd.model import Batch, make_batch
+from assd.model import Batch, make_batch, one_call_queries
 
 ATOL = 1e-4  # float32, the issue's bound
 
@@ -97,13 +96,15 @@ def random_call(data, batch: Batch, lo: torch.Tensor):
 
 def sampler_queries(kind: str, n: int, k: int, m: int, end: int) -> list[tuple[int, int]]:
     """Draft: (n+i, n); oracle (+ next): (n+i, n+i); one-call: oracle, next, and the next
-    round's drafts (n+a+1+i, n+a) for every outcome a <= m. Ranks past the end are dropped."""
+    round's drafts (``assd.model.one_call_queries``). Ranks past the end are dropped."""
     if kind == "draft":
         q = [(n + i, n) for i in range(k)]
     else:
         q = [(n + i, n + i) for i in range(m + 1)]
         if kind == "one_call":
-            q += [(n + a + 1 + i, n + a) for a in range(m + 1) for i in range(k)]
+            t = torch.tensor
+            rank, ctx = one_call_queries(t([n]), k, t([m]), t([True]), t([end]))
+            q += [(r, c) for r, c in zip(rank[0].tolist(), ctx[0].tolist()) if r >= 0]
     return [(r, c) for r, c in q if r < end]
 
 
@@ -247,9 +248,19 @@ def test_engine_protocol_and_memory():
     batch = make_batch(torch.randint(0, 20, (2, 12)), torch.arange(12).repeat(2, 1), 3)
     s = engine.open(batch)
     assert isinstance(s, assd.Session) and s.vocab_size == 20
-    cfg = net.config
-    slots = 16  # 12 + 1 trash slot, rounded up to 8
-    assert s.cache_bytes == cfg.n_layer * 2 * 2 * cfg.n_head * slots * cfg.d_head * 4
+    # 2 layers x (key, value) x B=2 x 2 heads x 16 slots (12 + 1 spare, rounded up to 8) x
+    # d_head 16 x 4 bytes (float32)
+    assert s.cache_bytes == 16_384
+    one = engine.open(make_batch(torch.randint(0, 20, (1, 12)), torch.arange(12)[None], 3))
+    assert one.cache_bytes == 8_192  # half the rows, half the bytes
+    longer = engine.open(
+        make_batch(torch.randint(0, 20, (2, 15)), torch.arange(15).repeat(2, 1), 3)
+    )
+    assert longer.cache_bytes == 16_384  # 15 + 1 slots still fit in 16
+    longest = engine.open(
+        make_batch(torch.randint(0, 20, (2, 16)), torch.arange(16).repeat(2, 1), 3)
+    )
+    assert longest.cache_bytes == 24_576  # 16 + 1 slots: 24
 
 
 def test_bad_input():

@@ -7,7 +7,7 @@ import torch
 
 import assd
 from assd import ASSD, MeanField, Sequential, make_batch
-from assd.backends.toy import ToyASARM
+from assd.backends import ToyASARM
 from assd.text import MarkupError, parse_markup
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import assd
-from assd.backends.toy import ToyASARM
+from assd.backends import ToyASARM
 from assd.model import Batch, make_batch
 
 CLEAR = (ValueError, TypeError)
@@ -43,9 +43,12 @@ def models(draw):
     V = draw(st.integers(1, 5))
     forbidden = tuple(draw(st.lists(st.integers(0, V), max_size=2, unique=True)))
     return ToyASARM(
-        V, draw(st.integers(1, 8)), seed=draw(st.integers(0, 99)), forbidden_ids=forbidden,
+        V,
+        draw(st.integers(1, 8)),
+        seed=draw(st.integers(0, 99)),
+        forbidden_ids=forbidden,
         needs_prompt=draw(st.booleans()),
-    )  # fmt: skip
+    )
 
 
 @st.composite
@@ -111,9 +114,11 @@ def samplers(draw):
         return lambda: assd.MeanField(k=k, temperature=t)
     opts = dict(
         draft=draw(st.sampled_from(["self", "self", "bigram", "trigram"])),
-        bonus=draw(st.booleans()), one_call=draw(st.booleans()),
-        untempered_oracle=draw(st.booleans()), r_atol=draw(st.sampled_from([0.0, 0.0, 0.3, 1.5])),
-    )  # fmt: skip
+        bonus=draw(st.booleans()),
+        one_call=draw(st.booleans()),
+        untempered_oracle=draw(st.booleans()),
+        r_atol=draw(st.sampled_from([0.0, 0.0, 0.3, 1.5])),
+    )
     return lambda: assd.ASSD(k=k, temperature=t, **opts)
 
 

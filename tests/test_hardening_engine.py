@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import assd
-from assd.backends.engine import XLNetEngine
+from assd.backends import XLNetEngine
 from assd.model import make_batch
 
 SHAPES = [(b, n) for b in (1, 2, 3) for n in (5, 6, 8, 11)]  # 12 shapes (B, L)
@@ -25,9 +25,14 @@ def tiny_net(vocab: int = 24, seed: int = 0):
 
     torch.manual_seed(seed)
     cfg = XLNetConfig(
-        vocab_size=vocab, d_model=16, n_layer=2, n_head=2, d_inner=32, dropout=0.0,
+        vocab_size=vocab,
+        d_model=16,
+        n_layer=2,
+        n_head=2,
+        d_inner=32,
+        dropout=0.0,
         initializer_range=0.2,
-    )  # fmt: skip
+    )
     return XLNetLMHeadModel(cfg).eval()
 
 

@@ -7,9 +7,7 @@ import pytest
 import torch
 
 import assd
-from assd.backends.engine import XLNetEngine
-from assd.backends.toy import ToyASARM
-from assd.backends.xlnet_reference import XLNetReference
+from assd.backends import ToyASARM, XLNetEngine, XLNetReference
 from assd.model import check_mask_id, make_batch
 from assd.rng import generator
 

@@ -10,8 +10,7 @@ import torch
 from conftest import make_tiny_xlnet, make_tokenizer
 
 import assd
-from assd.backends.engine import XLNetEngine
-from assd.backends.xlnet_reference import XLNetReference
+from assd.backends import XLNetEngine, XLNetReference
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +48,10 @@ def test_tokenizer_of_special_tokens_only_is_refused(tmp_path):
     specials = {"<unk>": 0, "<pad>": 1, "<mask>": 2}
     empty = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(models.WordLevel(specials, unk_token="<unk>")),
-        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
-    )  # fmt: skip
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    )
     d = save(tmp_path, empty, vocab=20)
     with pytest.raises(ValueError, match="holds only special tokens"):
         assd.load(d, device="cpu")

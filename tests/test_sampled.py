@@ -1,4 +1,5 @@
-"""Exactness, sampled: the real batched sampler (TorchRng) against the exact joint, G-test.
+"""Exactness, sampled: the real batched sampler (TorchRng) against the exact joint, Pearson's
+chi-square test.
 
 Fixed seeds make the test deterministic; the threshold p > 1e-4 leaves room for honest samplers
 while unverified parallel decoding is rejected by the same test.
@@ -13,7 +14,7 @@ import torch
 from scipy.stats import chisquare
 
 from assd import ASSD, MeanField, Sequential, make_batch, sample
-from assd.backends.toy import ToyASARM
+from assd.backends import ToyASARM
 from assd.exact import sequential_joint
 from assd.orders import order_from_mask, order_with_masked_order
 
@@ -35,7 +36,7 @@ def ragged_batch():
     return make_batch(torch.stack(t), torch.stack(s), torch.stack(p), torch.tensor(n)), rows
 
 
-def g_test(counts: Counter, joint: dict) -> float:
+def chi_square_pvalue(counts: Counter, joint: dict) -> float:
     """Pearson chi-square p-value, pooling outcomes with expected count < 5."""
     n = sum(counts.values())
     obs, exp, pool_o, pool_e = [], [], 0.0, 0.0
@@ -63,7 +64,7 @@ def pvalues(sampler, seed):
         joint = sequential_joint(model, one, sampler.temperature)
         gen = [i for i in range(n) if sig[i] >= p]
         counts = Counter(tuple(results[b].tokens[i] for i in gen) for b in range(parity, N, 2))
-        out.append(g_test(counts, joint))
+        out.append(chi_square_pvalue(counts, joint))
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import importlib.util
 import json
 import lzma
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from assd import make_batch
-from assd.backends.xlnet_reference import XLNetReference
+from assd.backends import XLNetReference
+from assd.orders import ORDERS
 from training.config import parse
 from training.data import ChunkStream, pack, read_texts, tokenize
 from training.fast_model import FastXLNet
@@ -22,6 +24,7 @@ from training.objective import sample_orders, target_nll, weighted_loss
 from training.schedule import MaskSchedule, lr_at, n_masked_of
 from training.tokenizer import SPECIAL_TOKENS, eod_id, load, save, train_bpe
 from training.train import main as train_main
+from training.train import plan_steps
 
 WORDS = "the a cat dog sat ran on under mat tree quickly slowly red big small and".split()
 
@@ -88,7 +91,7 @@ def test_lr_warms_up_then_decays_linearly():
 # ---------------------------------------------------------------- orders and objectives
 
 
-@pytest.mark.parametrize("order", ["paper", "random"])
+@pytest.mark.parametrize("order", ["left-to-right", "random"])
 def test_orders_put_the_prompt_first_in_ascending_position(order):
     g = torch.Generator().manual_seed(1)
     L = 24
@@ -101,7 +104,7 @@ def test_orders_put_the_prompt_first_in_ascending_position(order):
         pos = torch.argsort(sigma[b])  # positions in rank order
         P = int(n_prompt[b])
         assert pos[:P].tolist() == sorted(pos[:P].tolist())  # visible group ascending
-        if order == "paper":
+        if order == "left-to-right":
             assert pos[P:].tolist() == sorted(pos[P:].tolist())  # masked group ascending
         masked_in_order.append(pos[P:].tolist())
     if order == "random":  # not always left to right
@@ -110,9 +113,33 @@ def test_orders_put_the_prompt_first_in_ascending_position(order):
         sample_orders(n_masked, L, "zigzag", g)
 
 
+def test_order_names_are_the_librarys_and_paper_is_an_alias():
+    assert ORDERS == ("left-to-right", "random")
+    a = sample_orders(torch.tensor([3, 5]), 9, "paper", torch.Generator().manual_seed(7))
+    b = sample_orders(torch.tensor([3, 5]), 9, "left-to-right", torch.Generator().manual_seed(7))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert parse([]).order == "left-to-right"
+
+
+def test_random_orders_cover_every_permutation_of_the_masked_positions_evenly():
+    """3 masked positions of 5: each of the 3! decoding orders about 1/6 of the time."""
+    from collections import Counter
+
+    from scipy.stats import chisquare
+
+    g = torch.Generator().manual_seed(11)
+    sigma, n_prompt = sample_orders(torch.full((6000,), 3), 5, "random", g)
+    pos = sigma.argsort(-1)[:, 2:]  # masked positions in decoding order
+    masked = pos.sort(-1).values
+    relative = (pos[:, :, None] == masked[:, None, :]).float().argmax(-1)  # order as a permutation
+    counts = Counter(tuple(r) for r in relative.tolist())
+    assert len(counts) == 6
+    assert chisquare(list(counts.values())).pvalue > 1e-4
+
+
 def test_fresh_random_subsets_per_sequence():
     g = torch.Generator().manual_seed(2)
-    sigma, n_prompt = sample_orders(torch.full((64,), 6), 12, "paper", g)
+    sigma, n_prompt = sample_orders(torch.full((64,), 6), 12, "left-to-right", g)
     masks = {tuple((sigma[b] >= n_prompt[b]).tolist()) for b in range(64)}
     assert len(masks) > 50
 
@@ -125,7 +152,7 @@ def tiny(corpus):
 
 
 @pytest.mark.parametrize("objective", ["joint", "parallel"])
-@pytest.mark.parametrize("order", ["paper", "random"])
+@pytest.mark.parametrize("order", ["left-to-right", "random"])
 def test_objective_matches_the_reference_backend(tiny, objective, order):
     """The fast training forward gives the same per-target NLLs as the ASARM protocol's queries
     on Hugging Face's XLNet: joint = chain rule (context = own rank), parallel = prompt only."""
@@ -160,14 +187,26 @@ def test_parallel_objective_ignores_masked_tokens_and_joint_reads_them(tiny):
     fast = FastXLNet(model)
     g = torch.Generator().manual_seed(4)
     x = torch.randint(len(SPECIAL_TOKENS), len(tok), (2, 12), generator=g)
-    sigma, n_prompt = sample_orders(torch.tensor([5, 8]), 12, "paper", g)
+    sigma, n_prompt = sample_orders(torch.tensor([5, 8]), 12, "left-to-right", g)
     masked = sigma >= n_prompt[:, None]
     y = torch.where(masked, torch.roll(x, 1, 1), x)  # other content at the masked positions
     with torch.no_grad():  # the labels stay x: only what the model could read changes
-        par_x = fast(x.masked_fill(masked, tok.mask_token_id), sigma, n_prompt, masked, x,
-                     n_prompt[:, None].expand_as(sigma))  # fmt: skip
-        par_y = fast(y.masked_fill(masked, tok.mask_token_id), sigma, n_prompt, masked, x,
-                     n_prompt[:, None].expand_as(sigma))  # fmt: skip
+        par_x = fast(
+            x.masked_fill(masked, tok.mask_token_id),
+            sigma,
+            n_prompt,
+            masked,
+            x,
+            n_prompt[:, None].expand_as(sigma),
+        )
+        par_y = fast(
+            y.masked_fill(masked, tok.mask_token_id),
+            sigma,
+            n_prompt,
+            masked,
+            x,
+            n_prompt[:, None].expand_as(sigma),
+        )
         joint_x = fast(x, sigma, n_prompt, masked, x)
         joint_y = fast(y, sigma, n_prompt, masked, x)
     assert torch.equal(par_x, par_y)  # the parallel objective never reads masked content
@@ -257,9 +296,22 @@ def test_tokenize_then_pack_round_trips(corpus):
 # ---------------------------------------------------------------- end to end
 
 
-def _metrics(path) -> dict[int, float]:
+def _rows(path) -> list[dict]:
     with open(path) as f:
-        return {int(r["step"]): float(r["train_loss"]) for r in csv.DictReader(f)}
+        return list(csv.DictReader(f))
+
+
+def _metrics(path) -> dict[int, float]:
+    return {int(r["step"]): float(r["train_loss"]) for r in _rows(path)}
+
+
+def test_plan_steps_fits_the_budget():
+    # 100 s budget, 10 s gone at step 30, 0.1 s a step: 90 s left, 90% of it = 810 steps.
+    assert plan_steps(30, 10.0, 0.1, 100.0, 10_000) == 30 + 810
+    assert plan_steps(30, 10.0, 0.1, 100.0, 500) == 500  # never past --max-steps
+    assert plan_steps(30, 120.0, 0.1, 100.0, 10_000) == 31  # already late: one more step
+    assert plan_steps(30, 10.0, 0.0, 100.0, 777) == 777  # no measurable time: --max-steps
+    assert plan_steps(0, 0.0, 2.0, 60.0, 10_000) == 27  # int(0.9 * 60 / 2)
 
 
 def test_train_learns_and_resumes_exactly(corpus, tmp_path):
@@ -284,12 +336,23 @@ def test_train_learns_and_resumes_exactly(corpus, tmp_path):
         rows = list(csv.DictReader(f))
     assert rows and int(rows[0]["nfe"]) >= 1 and int(rows[0]["generated"]) >= 1
 
+    rows = _rows(a / "metrics.csv")  # one epoch count for every row: micro-batches consumed
+    ratios = {round(float(r["epoch"]) / int(r["step"]), 3) for r in rows if int(r["step"]) >= 10}
+    assert len(ratios) == 1 and [r["val_loss"] != "" for r in rows] == [False] * 29 + [True]
+
     b = tmp_path / "b"
     train_main(common + ["--out", str(b), "--resume", str(a / "checkpoints" / "step_0000025")])
     resumed = _metrics(b / "metrics.csv")
     assert sorted(resumed) == list(range(26, 31))
     for s in range(26, 31):
         assert abs(resumed[s] - losses[s]) < 1e-6, (s, resumed[s], losses[s])
+
+    # Resuming into the run's own folder: steps 26..30 again, each row once.
+    train_main(common + ["--out", str(a), "--resume", str(a / "checkpoints" / "step_0000025")])
+    steps = [int(r["step"]) for r in _rows(a / "metrics.csv")]
+    assert steps == list(range(1, 31))
+    assert all(abs(_metrics(a / "metrics.csv")[s] - losses[s]) < 1e-6 for s in range(1, 31))
+    assert sorted({int(r["step"]) for r in _rows(a / "samples.csv")}) == [30]
 
     from transformers import AutoTokenizer, XLNetLMHeadModel
 
@@ -341,3 +404,115 @@ def test_int8_export_loads_through_assd_and_stays_close(tiny, tmp_path):
     assert (back[3] - w[3]).abs().max() <= w[3].abs().max() / 127  # one step of its own scale
     with pytest.raises(ValueError, match="weights must be"):
         export(model, tok, tmp_path / "x", 32, "int4")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_with_the_same_global_batch(corpus, tmp_path):
+    """``accelerate launch --multi_gpu --num_processes 2`` (on a machine without GPUs: two CPU
+    processes over gloo), batch 4 each, against one process with batch 8.
+
+    Exact: both ranks hold the same parameters at the end, they read disjoint document shards
+    that together are the one-process training set, each trains on its own shard's batches (the
+    first-batch hashes), the token count is the same. Statistical: the loss curve. The data
+    differ (each rank packs and shuffles its own shard), so the curves agree only as two seeds
+    of the one-process run do: every 10-step mean of the training loss and the validation loss
+    (a protocol that does not depend on the number of processes) must lie within twice the
+    largest gap between one-process runs with seeds 0 and 1, plus 0.02.
+    """
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    pytest.importorskip("accelerate")
+    accelerate = shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("the accelerate launcher is not on PATH")
+    common = [
+        "--data", corpus["path"], "--tokenizer", corpus["tok"], "--val-every-doc", "10",
+        "--preset", "tiny", "--seq-len", "32", "--lr", "3e-3", "--warmup-steps", "5",
+        "--mask-warmup-steps", "10", "--max-steps", "40", "--log-every", "1",
+        "--eval-every", "20", "--sample-every", "1000", "--n-samples", "0", "--save-every", "1000",
+        "--eval-chunks", "16", "--no-progress", "--precision", "no",
+    ]  # fmt: skip
+    one = train_main(common + ["--batch-size", "8", "--out", str(tmp_path / "one")])
+    train_main(common + ["--batch-size", "8", "--seed", "1", "--out", str(tmp_path / "s1")])
+    launch = [
+        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+        str(_free_port()), "-m", "training.train", *common, "--batch-size", "4",
+        "--out", str(tmp_path / "two"),
+    ]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(launch, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+
+    assert two["processes"] == 2 and "over 2 process(es)" in out
+    assert two["steps"] == one["steps"] == 40 and two["tokens_seen"] == one["tokens_seen"]
+    sums = re.findall(r"\[rank (\d)/2\] parameter checksum (\S+?)(?=\[|\s|$)", out)
+    assert sorted(r for r, _ in sums) == ["0", "1"] and len({c for _, c in sums}) == 1, sums
+
+    # The data: disjoint document shards that make up the one-process set; each rank trains on
+    # its own shard's batches.
+    from training.config import parse as parse_cfg
+    from training.data import split_docs
+
+    cfg = parse_cfg(common + ["--batch-size", "4"])
+    shards = [list(split_docs(cfg, r, 2)[0]) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == sorted(split_docs(cfg, 0, 1)[0])
+    assert not set(shards[0]) & set(shards[1])
+    tok = load(corpus["tok"])
+    firsts = dict(re.findall(r"\[rank (\d)/2\] first batch sha1 (\w+)", out))
+    for r in range(2):
+        chunks = pack(tokenize(tok, shards[r]), eod_id(tok), 32)
+        want = ChunkStream(chunks, 4, cfg.seed, r).batch(0)
+        assert firsts[str(r)] == hashlib.sha1(want.numpy().tobytes()).hexdigest()[:16]
+    assert firsts["0"] != firsts["1"]
+    n_two = int(re.search(r"data: (\d+) train chunks", out).group(1))
+    n_one = len(pack(tokenize(tok, split_docs(cfg, 0, 1)[0]), eod_id(tok), 32))
+    assert n_one - 1 <= n_two <= n_one  # only the packing remainder of the extra shard is lost
+
+    def curve(name):
+        rows = _rows(tmp_path / name / "metrics.csv")
+        loss = [float(r["train_loss"]) for r in rows]
+        val = [float(r["val_loss"]) for r in rows if r["val_loss"]]
+        return [sum(loss[i : i + 10]) / 10 for i in range(0, 40, 10)] + val
+
+    a, b, c = curve("one"), curve("s1"), curve("two")
+    tol = 2 * max(abs(x - y) for x, y in zip(a, b)) + 0.02
+    gaps = [abs(x - y) for x, y in zip(a, c)]
+    assert max(gaps) <= tol, (gaps, tol)
+    assert c[3] < c[0] - 1.0  # and it learns
+
+
+def test_time_budget_plans_stops_and_resumes_to_the_plan(corpus, tmp_path, capsys):
+    """--max-time: the step count is planned from the measured speed (capped by --max-steps);
+    a run out of time stops at once and saves; resuming continues to the saved plan."""
+    pytest.importorskip("accelerate")
+    common = [
+        "--data", corpus["path"], "--tokenizer", corpus["tok"], "--val-every-doc", "10",
+        "--preset", "tiny", "--seq-len", "16", "--batch-size", "2", "--max-steps", "35",
+        "--log-every", "1", "--eval-every", "1000", "--sample-every", "1000", "--n-samples", "0",
+        "--save-every", "1000", "--eval-chunks", "2", "--no-progress", "--precision", "no",
+    ]  # fmt: skip
+    planned = train_main(common + ["--max-time", "3600", "--out", str(tmp_path / "a")])
+    assert planned["steps"] == 35 and "planned 35 steps" in capsys.readouterr().out
+
+    out = tmp_path / "b"
+    stopped = train_main(common + ["--max-time", "0.001", "--out", str(out)])
+    assert stopped["steps"] == 1 and "time budget reached" in capsys.readouterr().out
+    trainer = json.loads((out / "checkpoints" / "step_0000001" / "trainer.json").read_text())
+    assert trainer["step"] == 1 and trainer["planned_steps"] == 35  # the plan, not the stop
+    resumed = train_main(common + ["--out", str(out), "--resume", "latest"])
+    assert resumed["steps"] == 35
+    assert [int(r["step"]) for r in _rows(out / "metrics.csv")] == list(range(1, 36))

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import assd
-from assd.backends.xlnet_reference import XLNetReference
+from assd.backends import XLNetReference
 
 
 def brute_force(net, tokens, sigma, P, rank, ctx):
@@ -94,3 +94,28 @@ def test_unknown_models_give_clear_errors(tmp_path):
         assd.load(str(tmp_path))  # a directory without a model
     with pytest.raises(ValueError, match="backend"):
         assd.load(str(tmp_path), backend="fast")
+
+
+def test_joint_masks_give_the_chain_rule_in_one_forward():
+    """``assd.masks.joint_masks``: one plain Hugging Face forward scores every masked token given
+    the prompt and the lower ranks, the oracle queries (r, r) of the reference backend."""
+    from assd.masks import joint_masks
+
+    net = make_tiny_xlnet(20, seed=4)
+    g = torch.Generator().manual_seed(4)
+    B, L = 3, 9
+    sigma = torch.stack([torch.randperm(L, generator=g) for _ in range(B)])
+    P, length = torch.tensor([2, 5, 1]), torch.tensor([9, 9, 7])
+    sigma[2, 7:] = torch.tensor([7, 8])  # row 2: padding at positions 7, 8 takes ranks 7, 8
+    sigma[2, :7] = torch.randperm(7, generator=g)
+    tokens = torch.randint(0, 20, (B, L), generator=g)
+    perm, tm, pos = joint_masks(sigma, P, length)
+    assert pos.shape == (B, 7) and (pos[1] >= 0).sum() == 4 and (pos[2] >= 0).sum() == 6
+    with torch.no_grad():
+        got = net(input_ids=tokens, perm_mask=perm, target_mapping=tm, use_mems=False).logits
+    batch = assd.make_batch(tokens, sigma, P, length)
+    q = P[:, None] + torch.arange(7)
+    q = torch.where(q < length[:, None], q, -1)
+    want = XLNetReference(net).open(batch).logits(tokens, P, length - P, q, q)
+    valid = pos >= 0
+    assert torch.allclose(got[valid], want[valid], atol=1e-5)

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .seeds import TAG_DATA_ORDER, mix_seed
+
 _LOCAL = re.compile(r"\.(jsonl|json|txt|text|parquet)(\.(gz|xz|bz2))?$")
 
 
@@ -152,6 +154,9 @@ def pack(docs: Iterable[np.ndarray], eod: int, seq_len: int) -> torch.Tensor:
 class ChunkStream:
     """Deterministic batches over a rank's chunks: batch ``c`` depends on (seed, rank, c) only.
 
+    ``seed`` is the run's seed (``--seed``); the permutation of epoch e is seeded by
+    ``mix_seed(seed, rank, e, TAG_DATA_ORDER)``.
+
     Each epoch visits the chunks in a fresh seeded permutation; resuming at micro-batch ``c``
     reproduces exactly the batches an uninterrupted run would have drawn.
     """
@@ -164,7 +169,7 @@ class ChunkStream:
 
     def _perm_of(self, epoch: int) -> torch.Tensor:
         if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7919 + epoch)
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, epoch, TAG_DATA_ORDER))
             self._perm = (epoch, torch.randperm(len(self.chunks), generator=g))
         return self._perm[1]
 
@@ -183,8 +188,14 @@ def split_docs(cfg, rank: int, world: int) -> tuple[Iterator[str], Iterator[str]
 
     Without ``cfg.val_data`` every ``cfg.val_every_doc``-th document is held out.
     """
-    kw = dict(text_field=cfg.text_field, name=cfg.data_name, data_dir=cfg.data_dir,
-              revision=cfg.data_revision, streaming=cfg.streaming, max_docs=cfg.max_docs)  # fmt: skip
+    kw = dict(
+        text_field=cfg.text_field,
+        name=cfg.data_name,
+        data_dir=cfg.data_dir,
+        revision=cfg.data_revision,
+        streaming=cfg.streaming,
+        max_docs=cfg.max_docs,
+    )
     if cfg.val_data is not None:
         train = read_texts(cfg.data, rank=rank, world=world, **kw)
         val_kw = dict(kw, max_docs=None, data_dir=None, name=None, revision=None)

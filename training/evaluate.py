@@ -18,7 +18,7 @@ import torch
 from .fast_model import FastXLNet
 from .objective import sample_orders, target_nll
 from .schedule import n_masked_of
-from .seeds import mix_seed
+from .seeds import TAG_VALIDATION, mix_seed
 
 
 @torch.no_grad()
@@ -43,13 +43,11 @@ def val_nll(
     L = val.shape[1]
     for s in range(0, len(val), cfg.batch_size):
         x, js = val[s : s + cfg.batch_size], idx[s : s + cfg.batch_size]
-        orders = [
-            sample_orders(
-                n_masked_of(torch.tensor([lo + (hi - lo) * (j + 0.5) / n_total]), L), L, cfg.order,
-                torch.Generator().manual_seed(mix_seed(cfg.seed, j, 2)),
-            )
-            for j in js
-        ]  # fmt: skip
+        orders = []
+        for j in js:  # chunk j: rate at the j-th of n_total evenly spaced points, seed (seed, j)
+            n_masked = n_masked_of(torch.tensor([lo + (hi - lo) * (j + 0.5) / n_total]), L)
+            g = torch.Generator().manual_seed(mix_seed(cfg.seed, j, TAG_VALIDATION))
+            orders.append(sample_orders(n_masked, L, cfg.order, g))
         sigma = torch.cat([o[0] for o in orders]).to(device)
         n_prompt = torch.cat([o[1] for o in orders]).to(device)
         with autocast():
@@ -61,7 +59,7 @@ def val_nll(
 def _span_infills(model, tokenizer, chunks: torch.Tensor, span: tuple[int, int], k: int, seed: int):
     """Infill one contiguous span [a, b) of each row with ASSD; returns (prompt, output, nfe, n)."""
     from assd import ASSD, make_batch, order_from_mask, sample
-    from assd.backends.xlnet_reference import XLNetReference
+    from assd.backends import XLNetReference
 
     from .samples import show_masked
 
@@ -72,11 +70,12 @@ def _span_infills(model, tokenizer, chunks: torch.Tensor, span: tuple[int, int],
     batch = make_batch(chunks.masked_fill(mask, tokenizer.mask_token_id), sigma, n_prompt)
     net = XLNetReference(model, forbidden_ids=tuple(tokenizer.all_special_ids), max_length=L)
     res = sample(net, batch, ASSD(k=k), torch.Generator().manual_seed(seed), trace=False)
-    return [
-        (show_masked(tokenizer, chunks[b].tolist(), mask[b].tolist()), tokenizer.decode(r.tokens),
-         tokenizer.decode(chunks[b, span[0] : span[1]].tolist()), r.nfe, r.n_generated)
-        for b, r in enumerate(res)
-    ]  # fmt: skip
+    out = []
+    for b, r in enumerate(res):
+        prompt = show_masked(tokenizer, chunks[b].tolist(), mask[b].tolist())
+        reference = tokenizer.decode(chunks[b, span[0] : span[1]].tolist())
+        out.append((prompt, tokenizer.decode(r.tokens), reference, r.nfe, r.n_generated))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,15 +107,23 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if (a.data is None) == (a.val_data is None):
         raise ValueError("give exactly one of --data (held-out documents) or --val-data")
-    cfg = replace(TrainConfig(), data=a.data or a.val_data, val_data=a.val_data,
-                  val_every_doc=a.val_every_doc, batch_size=a.batch_size, seed=0)  # fmt: skip
+    cfg = replace(
+        TrainConfig(),
+        data=a.data or a.val_data,
+        val_data=a.val_data,
+        val_every_doc=a.val_every_doc,
+        batch_size=a.batch_size,
+        seed=0,
+    )
     tok = load_tokenizer(a.model)
     model = load_model(a.model, device=a.device, backend="reference").model.net  # int8 too
     _, val_docs = split_docs(cfg, 0, 1)
     val = pack(tokenize(tok, val_docs), eod_id(tok), a.seq_len)[: a.eval_chunks]
     tot = val_nll(model, val, list(range(len(val))), len(val), cfg, tok.mask_token_id, a.device)
-    print(f"validation: {float(tot[0] / tot[1]):.4f} nats per masked token "
-          f"({int(tot[1])} targets, {len(val)} chunks x {a.seq_len} tokens)")  # fmt: skip
+    print(
+        f"validation: {float(tot[0] / tot[1]):.4f} nats per masked token "
+        f"({int(tot[1])} targets, {len(val)} chunks x {a.seq_len} tokens)"
+    )
     rows = val[:: max(1, len(val) // a.samples)][: a.samples, : a.sample_len]
     L = rows.shape[1]
     print("\n## contiguous span (middle third), ASSD k=5\n")

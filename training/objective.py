@@ -6,8 +6,10 @@
 - ``parallel``: every masked token conditioned on the prompt only (a conditionally independent
   / mean-field objective, for ablations).
 
-Orders: ``paper`` = random visible subset, then each group left to right (``order_from_mask``);
-``random`` = random visible subset, masked positions in a uniformly random order.
+Orders (``assd.orders.ORDERS``): a random visible subset, then ``left-to-right`` (the paper's
+convention: each group in reading order, ``order_from_mask``) or ``random`` (the masked
+positions in a uniformly random order, ``shuffle_masked``). ``paper`` is accepted for
+``left-to-right`` (the name earlier runs used).
 
 Loss weighting (how the per-target NLLs of a batch are averaged):
 - ``token``: every masked token counts the same (a sequence with more masked tokens, i.e. a
@@ -20,19 +22,27 @@ from __future__ import annotations
 
 import torch
 
-from assd.orders import inverse_order, order_from_mask
+from assd.orders import ORDERS, inverse_order, order_from_mask, shuffle_masked
 
 from .fast_model import FastXLNet
 
 OBJECTIVES = ("joint", "parallel")
-ORDERS = ("paper", "random")
+ORDER_ALIASES = {"paper": "left-to-right"}
 WEIGHTINGS = ("token", "sequence")
+
+
+def order_name(order: str) -> str:
+    """The library's name of an order (``paper`` -> ``left-to-right``); ValueError if unknown."""
+    name = ORDER_ALIASES.get(order, order)
+    if name not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    return name
 
 
 def sample_orders(
     n_masked: torch.Tensor,
     length: int,
-    order: str = "paper",
+    order: str = "left-to-right",
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A fresh order per sequence with exactly ``n_masked[b]`` masked positions.
@@ -40,17 +50,15 @@ def sample_orders(
     n_masked: [B] long. Returns (sigma [B, L] long, n_prompt [B] long); ranks < n_prompt are the
     visible positions, in ascending position order.
     """
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    name = order_name(order)
     B, L = n_masked.shape[0], length
     # A uniformly random permutation's ranks: the n_masked smallest are the masked positions.
     key_rank = inverse_order(torch.rand(B, L, generator=generator).argsort(-1))  # [B, L]
     mask = key_rank < n_masked[:, None]  # [B, L]
-    if order == "paper":
-        return order_from_mask(mask)
-    pos = torch.arange(L).expand(B, L)
-    key = torch.where(mask, L + key_rank, pos)  # visible ascending, then masked in random order
-    return inverse_order(key.argsort(-1)), (~mask).sum(-1)
+    sigma, n_prompt = order_from_mask(mask)
+    if name == "random":
+        sigma = shuffle_masked(sigma, n_prompt, generator=generator)
+    return sigma, n_prompt
 
 
 def target_nll(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from assd import ASSD, make_batch, random_order, sample
-from assd.backends.xlnet_reference import XLNetReference
+from assd.backends import XLNetReference
 
 
 @dataclass

@@ -113,15 +113,21 @@ def main(argv: list[str] | None = None) -> None:
     from .data import read_texts
 
     p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("data", help="local .json/.jsonl/.txt files (.gz/.xz too; comma-separated) "
-                   "or a Hub dataset name")  # fmt: skip
+    p.add_argument(
+        "data",
+        help="local .json/.jsonl/.txt files (.gz/.xz too; comma-separated) or a Hub dataset name",
+    )
     p.add_argument("out_dir")
     p.add_argument("--text-field", default="text")
     p.add_argument("--data-dir", default=None, help="Hub dataset data_dir (e.g. python)")
     p.add_argument("--vocab-size", type=int, default=8192)
     p.add_argument("--max-chars", type=int, default=40_000_000)
-    p.add_argument("--val-every-doc", type=int, default=None,
-                   help="leave out every N-th document (the training run's validation documents)")  # fmt: skip
+    p.add_argument(
+        "--val-every-doc",
+        type=int,
+        default=None,
+        help="leave out every N-th document (the training run's validation documents)",
+    )
     a = p.parse_args(argv)
     texts = read_texts(a.data, text_field=a.text_field, data_dir=a.data_dir)
     if a.val_every_doc:

@@ -78,7 +78,7 @@ def head_batch(x, step_seed: int, cfg, K: int):
     rates = cfg.rate_min + (cfg.rate_max - cfg.rate_min) * torch.rand(B, generator=g)
     n_masked = n_masked_of(rates, L)
     half = B // 2
-    s1, p1 = sample_orders(n_masked[:half], L, "paper", g)
+    s1, p1 = sample_orders(n_masked[:half], L, "left-to-right", g)
     s2, p2 = sample_orders(n_masked[half:], L, "random", g)
     sigma, n_prompt = torch.cat([s1, s2]), torch.cat([p1, p2])
     targets = sigma >= n_prompt[:, None]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from ..masks import natural_limits, perm_mask_from_limits, target_mapping
 from ..model import Batch, check_mask_id, check_queries
-from .xlnet_masks import natural_limits, perm_mask_from_limits, target_mapping
 
 
 def group_queries(

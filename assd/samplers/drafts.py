@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model import Batch, Session
+from ..model import Batch, Session, one_call_queries
 from ..probs import to_probs
 from ..rng import Rng
 from .bigram import bigram_draft
@@ -152,18 +152,7 @@ class OneCallDraft(_CarriedDraft):
     rank n+a. So each round costs one call and commits at least one token."""
 
     def extra_queries(self, s, st: Carried, props: Proposals):
-        B, K = st.n.shape[0], st.k
-        dev = st.n.device
-        ar = torch.arange(K, device=dev)
-        a_all = torch.arange(K + 1, device=dev)  # possible outcomes a
-        d_rank = st.n[:, None, None] + a_all[None, :, None] + 1 + ar[None, None, :]  # [B, K+1, K]
-        d_ctx = (st.n[:, None] + a_all)[:, :, None].expand(B, K + 1, K)
-        ok = (
-            st.active[:, None, None]
-            & (a_all[None, :, None] <= props.k[:, None, None])
-            & (d_rank < st.end[:, None, None])
-        )
-        return torch.where(ok, d_rank, -1).flatten(1), torch.where(ok, d_ctx, -1).flatten(1)
+        return one_call_queries(st.n, st.k, props.k, st.active, st.end)
 
     def carry(self, s, st: Carried, tokens, verdict, p_next, extra_logits, session, rng):
         B, K = st.n.shape[0], st.k

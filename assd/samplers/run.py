@@ -10,7 +10,7 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from ..model import ASARM, Batch, Session, make_batch
+from ..model import ASARM, Batch, Session, checked_batch
 from ..rng import Rng, TorchRng
 from .graphs import WARM_ROUNDS, capture_round, max_new_rows
 from .result import RoundTrace, SampleResult
@@ -78,20 +78,6 @@ def check_arguments(model, batch, sampler, generator) -> None:
             f"{sampler.name} drafts with the model's draft head, but {type(model).__name__} has "
             "none: load a model that ships one (e.g. assd.load('prose')) or use draft='self'"
         )
-
-
-def _checked_batch(model: ASARM, batch: Batch) -> Batch:
-    b = make_batch(
-        batch.tokens,
-        batch.sigma,
-        batch.n_prompt,
-        batch.length,
-        vocab_size=model.vocab_size,
-        max_length=model.max_length,
-        needs_prompt=model.needs_prompt,
-        mask_id=getattr(model, "mask_id", None),
-    )
-    return b.to(model.device)
 
 
 class CheckedSession:
@@ -207,7 +193,7 @@ def rounds(
     the backend's fixed shapes, eager or replayed, so both give the same tokens for a seed.
     """
     check_arguments(model, batch, sampler, generator)
-    batch = _checked_batch(model, batch)
+    batch = checked_batch(model, batch)
     device = batch.tokens.device
     session = CheckedSession(model.open(batch), model, device)
     state = sampler.init(batch, model.forbidden_ids, model.vocab_size)

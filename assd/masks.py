@@ -4,7 +4,10 @@ Visibility is one number per position, its *limit*: position i sees position j i
 ``sigma[j] < limit[i]`` (XLNet's content stream also always sees itself). The natural limits are
 ``n_prompt`` for prompt positions (bidirectional prompt) and ``sigma[i]`` for the others (each
 decoded token sees the prompt and the lower ranks). A query ``(rank r, context c)`` at position
-``p`` sets ``limit[p] = c``. Used by the reference backend and by training.
+``p`` sets ``limit[p] = c``.
+
+Not a backend: the XLNet reference backend builds its attention from these, and so can any code
+that runs a Hugging Face XLNet on AS-ARM orders (training, scripts).
 """
 
 from __future__ import annotations
