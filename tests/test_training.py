@@ -516,3 +516,22 @@ def test_time_budget_plans_stops_and_resumes_to_the_plan(corpus, tmp_path, capsy
     resumed = train_main(common + ["--out", str(out), "--resume", "latest"])
     assert resumed["steps"] == 35
     assert [int(r["step"]) for r in _rows(out / "metrics.csv")] == list(range(1, 36))
+
+
+def test_span_rows_mask_one_contiguous_span_of_the_requested_size():
+    g = torch.Generator().manual_seed(5)
+    n_masked = torch.tensor([3, 10, 1, 15, 7, 7])
+    spans = torch.tensor([True, True, True, True, False, False])
+    sigma, n_prompt = sample_orders(n_masked, 16, "left-to-right", g, spans)
+    assert n_prompt.tolist() == (16 - n_masked).tolist()
+    for b in range(6):
+        masked = (sigma[b] >= n_prompt[b]).nonzero().flatten().tolist()
+        contiguous = masked == list(range(masked[0], masked[0] + len(masked)))
+        if spans[b]:
+            assert contiguous, masked
+    # Random-subset rows are not always contiguous (over many draws).
+    sig, npr = sample_orders(
+        torch.full((64,), 5), 16, "left-to-right", g, torch.zeros(64, dtype=torch.bool)
+    )
+    runs = [(sig[b] >= npr[b]).nonzero().flatten() for b in range(64)]
+    assert any(int(r[-1] - r[0]) > 4 for r in runs)

@@ -39,6 +39,7 @@ class TrainConfig:
     # Objective (see training.objective) and the masking-rate schedule (training.schedule).
     objective: str = "joint"
     order: str = "left-to-right"  # or random (assd.orders.ORDERS; "paper" = left-to-right)
+    span_fraction: float = 0.0  # share of sequences masked as one contiguous span (infilling)
     loss_weighting: str = "token"  # token | sequence (the paper's scale_by_none); see objective
     mask_start: float = 0.15
     mask_min: float = 0.05

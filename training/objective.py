@@ -44,17 +44,25 @@ def sample_orders(
     length: int,
     order: str = "left-to-right",
     generator: torch.Generator | None = None,
+    spans: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A fresh order per sequence with exactly ``n_masked[b]`` masked positions.
 
-    n_masked: [B] long. Returns (sigma [B, L] long, n_prompt [B] long); ranks < n_prompt are the
-    visible positions, in ascending position order.
+    n_masked: [B] long. spans: [B] bool, rows whose masked positions form one contiguous span at
+    a uniformly random offset (what infilling a line, a sentence or a function asks for) instead
+    of a uniformly random subset. Returns (sigma [B, L] long, n_prompt [B] long); ranks <
+    n_prompt are the visible positions, in ascending position order.
     """
     name = order_name(order)
     B, L = n_masked.shape[0], length
     # A uniformly random permutation's ranks: the n_masked smallest are the masked positions.
     key_rank = inverse_order(torch.rand(B, L, generator=generator).argsort(-1))  # [B, L]
     mask = key_rank < n_masked[:, None]  # [B, L]
+    if spans is not None:
+        start = (torch.rand(B, generator=generator) * (L - n_masked + 1)).long()  # [B]
+        pos = torch.arange(L)
+        span = (pos >= start[:, None]) & (pos < (start + n_masked)[:, None])
+        mask = torch.where(spans[:, None], span, mask)
     sigma, n_prompt = order_from_mask(mask)
     if name == "random":
         sigma = shuffle_masked(sigma, n_prompt, generator=generator)

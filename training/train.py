@@ -78,6 +78,8 @@ def check_config(cfg: TrainConfig) -> None:
         order_name(cfg.order)
     except ValueError as e:
         raise ValueError(f"--{e}") from None
+    if not 0.0 <= cfg.span_fraction <= 1.0:
+        raise ValueError(f"--span-fraction must lie in [0, 1], got {cfg.span_fraction}")
     if cfg.loss_weighting not in WEIGHTINGS:
         raise ValueError(
             f"--loss-weighting must be one of {WEIGHTINGS}, got {cfg.loss_weighting!r}"
@@ -303,7 +305,8 @@ def batch_orders(x, step: int, c: int, cfg, sched, rank: int, device):
     Returns (tokens, sigma, n_prompt) on ``device``."""
     g = torch.Generator().manual_seed(mix_seed(cfg.seed, rank, c, TAG_ORDERS))
     rates = sched.sample(step, x.shape[0], g)
-    sigma, n_prompt = sample_orders(n_masked_of(rates, x.shape[1]), x.shape[1], cfg.order, g)
+    spans = torch.rand(x.shape[0], generator=g) < cfg.span_fraction if cfg.span_fraction else None
+    sigma, n_prompt = sample_orders(n_masked_of(rates, x.shape[1]), x.shape[1], cfg.order, g, spans)
     return x.to(device), sigma.to(device), n_prompt.to(device)
 
 
