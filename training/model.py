@@ -55,10 +55,11 @@ def build_model(tokenizer, preset: str = "demo", dropout: float = 0.0, **overrid
 
 
 def load_model(name_or_path: str, revision: str | None = None):
-    """Fine-tune any XLNet-format checkpoint (Hub name or local folder), in float32."""
-    from transformers import XLNetLMHeadModel
+    """Fine-tune any XLNet-format checkpoint (Hub name, local folder, or an embedded name such as
+    "code"; int8 checkpoints are dequantised), in float32."""
+    from assd.loading import load
 
-    return XLNetLMHeadModel.from_pretrained(name_or_path, revision=revision, dtype=torch.float32)
+    return load(name_or_path, revision, backend="reference", device="cpu").model.net.float()
 
 
 def freeze_unused(model) -> None:
