@@ -46,6 +46,27 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """The engine's dtype when none is asked for: bfloat16 where the hardware runs it natively
+    (CUDA; CPUs with AVX512-BF16 or AMX), float32 elsewhere.
+
+    Why: a cached call reads every weight for a few rows. Measured on a 2-core AMD EPYC with
+    AVX512-BF16 (the embedded models, L = 256, one sequence): sequential decoding 1.42x (prose)
+    and 1.79x (code) faster in bfloat16 than in float32; logits differ by bfloat16 rounding,
+    as on a GPU. Pass dtype=torch.float32 for full precision."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        native = any(
+            bool(getattr(cpu, f, lambda: False)())
+            for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        )
+        return torch.bfloat16 if native else torch.float32
+    return torch.float32
+
+
 def resolve(name_or_path: str) -> tuple[str, bool]:
     """-> (path or Hub id, is_local). Short names map to the embedded models."""
     if not isinstance(name_or_path, str) or not name_or_path.strip():
@@ -85,7 +106,9 @@ def load(
     backend: "engine" (fast, KV-cached), "reference" (Hugging Face XLNet, the paper's way) or
     "auto" (the engine when it supports the checkpoint, else the reference backend, with the
     reason logged on the "assd" logger). Weights are read from safetensors only. The model's
-    ``mask_id`` is the tokenizer's mask token (prompts must not contain it).
+    ``mask_id`` is the tokenizer's mask token (prompts must not contain it). dtype: of the
+    weights; by default the engine runs in :func:`default_dtype` (bfloat16 where the hardware
+    runs it natively) and the reference backend in float32.
     """
     from transformers import AutoTokenizer
 
@@ -121,13 +144,16 @@ def load(
             f"({net.config.vocab_size} tokens): tokenizer and model of {name_or_path!r} do not match"
         )
     net = net.to(device=device, dtype=dtype) if dtype is not None else net.to(device)
+    engine_dtype = dtype if dtype is not None else default_dtype(device)
     ws = whitespace.detect(net.config, name_or_path.strip(), revision)
     forbidden = tuple(sorted(set(tokenizer.all_special_ids)))
     if ws is not None:  # whitespace lives in special tokens: forbid only what its code forbids
         forbidden = whitespace.forbidden_ids(tokenizer, ws)
     max_length = getattr(net.config, "assd_max_length", None)
     head = load_head(path, device=net.device, dtype=net.dtype) if local else None
-    model = wrap(net, forbidden, max_length, backend, mask_id=mask_id, head=head)
+    model = wrap(
+        net, forbidden, max_length, backend, mask_id=mask_id, head=head, dtype=engine_dtype
+    )
     return Loaded(model, tokenizer, name_or_path, revision, ws)
 
 
@@ -183,6 +209,7 @@ def wrap(
     *,
     mask_id: int | None = None,
     head=None,
+    dtype: torch.dtype | None = None,
 ) -> ASARM:
     """An ASARM over a Hugging Face ``XLNetLMHeadModel`` (and its draft head, if any).
 
@@ -195,7 +222,9 @@ def wrap(
         try:
             from .backends.engine import XLNetEngine
 
-            return XLNetEngine.from_hf(net, forbidden_ids, max_length, mask_id=mask_id, head=head)
+            return XLNetEngine.from_hf(
+                net, forbidden_ids, max_length, dtype=dtype, mask_id=mask_id, head=head
+            )
         except (ImportError, ValueError, NotImplementedError) as e:
             if backend == "engine":
                 raise

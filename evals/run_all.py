@@ -310,7 +310,7 @@ def run_spec(args, cfg, lm, out: Path, dist) -> tuple[dict, list[dict]] | None:
     prompts = spec_decoding.make_prompts(seqs, args.rate, args.seed)
     evaluator, ev_note = make_evaluator(args.evaluator, lm, args.online)
     cfg["evaluator"] = ev_note
-    specs = spec_decoding.exact_samplers(args.k)
+    specs = spec_decoding.exact_samplers(args.k, getattr(lm.model, "has_draft_head", False))
     specs += spec_decoding.mean_field_samplers(args.mean_field_ks)
     store = Store(out / "spec.jsonl", dist.rank, dist.world)
     work = functools.partial(

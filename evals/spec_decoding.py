@@ -36,15 +36,19 @@ class SamplerSpec:
     exact: bool = True
 
 
-def exact_samplers(k: int) -> list[SamplerSpec]:
-    """Sequential, paper ASSD, n-gram-draft ASSD and the faster exact variants."""
-    return [
+def exact_samplers(k: int, draft_head: bool = False) -> list[SamplerSpec]:
+    """Sequential, paper ASSD, n-gram-draft ASSD and the faster exact variants (with the
+    model's draft head when it has one)."""
+    specs = [
         SamplerSpec("sequential", lambda: assd.Sequential()),
         SamplerSpec(f"assd (k={k})", lambda: assd.ASSD(k)),
         SamplerSpec(f"assd-ngram (k={k})", lambda: assd.ASSD(k, draft="bigram")),
         SamplerSpec(f"assd-bonus (k={k})", lambda: assd.ASSD(k, bonus=True)),
         SamplerSpec(f"assd-one-call (k={k})", lambda: assd.ASSD(k, one_call=True)),
     ]
+    if draft_head:
+        specs.append(SamplerSpec(f"assd-head (k={k})", lambda: assd.ASSD(k, draft="head")))
+    return specs
 
 
 def mean_field_samplers(ks: tuple[int, ...]) -> list[SamplerSpec]:

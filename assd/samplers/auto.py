@@ -10,9 +10,9 @@ pay. A fixed table would be wrong somewhere; a short timing on the model itself 
 
 How: the model writes its own calibration text (a sequential sample from one visible token),
 which is then masked at the paper's rate (95%) and filled by each candidate, twice, timed.
-The fastest per token wins; Sequential is always a candidate, so the choice is never slower
-than sequential decoding beyond the noise of that timing. Results are cached per model,
-device and temperature.
+A speculative form is chosen only if it beats Sequential by MARGIN per token; otherwise the
+answer is Sequential: the default is never slower than sequential decoding beyond the noise of
+that timing. Results are cached per model, device, temperature and kind.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .speculative import ASSD
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
+MARGIN = 0.05  # a speculative form must be this much faster per token than Sequential
 
 
 def candidates(model, temperature: float = 1.0) -> list:
@@ -45,7 +46,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def calibrate(model, temperature: float = 1.0, length: int = 96, seed: int = 0) -> list[dict]:
+def calibrate(model, temperature: float = 1.0, length: int = 128, seed: int = 0) -> list[dict]:
     """Time every candidate on a text the model wrote itself; returns one dict per candidate
     (sampler, seconds per token), fastest first."""
     from .run import sample  # here: run imports this package
@@ -80,13 +81,29 @@ def calibrate(model, temperature: float = 1.0, length: int = 96, seed: int = 0) 
     return sorted(out, key=lambda d: d["seconds_per_token"])
 
 
-def fastest(model, *, temperature: float = 1.0, calibration: list[dict] | None = None):
+def fastest(
+    model,
+    *,
+    temperature: float = 1.0,
+    speculative: bool = False,
+    calibration: list[dict] | None = None,
+):
     """An exact sampler: the fastest of :func:`candidates` for ``model`` on its device, measured
-    once (a second or two on a CPU) and cached. ``calibration``: a result of :func:`calibrate`."""
+    once (seconds on a CPU) and cached. Sequential decoding unless a speculative form is at least
+    MARGIN faster per token. ``speculative=True``: the fastest speculative form even when
+    sequential decoding is faster (to show ASSD at its best). ``calibration``: a result of
+    :func:`calibrate` to choose from instead of measuring."""
     with _LOCK:
         per_model = _CACHE.setdefault(model, {})
         key = (str(model.device), float(temperature))
         if calibration is None and key not in per_model:
             per_model[key] = calibrate(model, temperature)
         ranked = calibration or per_model[key]
-    return ranked[0]["sampler"]
+    spec = [d for d in ranked if not isinstance(d["sampler"], Sequential)]
+    seq = [d for d in ranked if isinstance(d["sampler"], Sequential)]
+    if speculative or not seq:
+        return spec[0]["sampler"]
+    best = spec[0] if spec else seq[0]
+    if best["seconds_per_token"] < (1 - MARGIN) * seq[0]["seconds_per_token"]:
+        return best["sampler"]
+    return seq[0]["sampler"]
