@@ -23,9 +23,12 @@ declare -A args
 args[prose]="--data $wiki --val-data $D/wiki_valid.jsonl.xz --tokenizer $D/tok_prose ${small[*]}"
 args[code]="--data $code --val-every-doc 50 --tokenizer $D/tok_code ${small[*]}"
 # The paper's objective for code: loss unscaled per sequence (scale_by_none), masking 0.01 ->
-# [0.05, 0.25] (its final code script), 512-token chunks.
+# [0.05, 0.25] (its final code script), 512-token chunks. lr: a first run at 6e-4 with 200
+# warm-up steps learned until the lr passed ~3e-4 (loss 6.35 at step 100), then diverged
+# (gradient-norm spike at step 200) and stayed at the unigram level: 12 post-LN layers from
+# scratch need a lower peak and a longer warm-up (2e-4 / 1000 here: not yet run).
 args[base]="--data $code --val-every-doc 50 --tokenizer $D/tok_code32k --preset base --seq-len 512
-  --batch-size 32 --lr 6e-4 --warmup-steps 200 --mask-start 0.01 --mask-min 0.05 --mask-max 0.25
+  --batch-size 32 --lr 2e-4 --warmup-steps 1000 --mask-start 0.01 --mask-min 0.05 --mask-max 0.25
   --mask-warmup-steps 500 --loss-weighting sequence --eval-chunks 64 --export-weights float16"
 pids=()
 for m in ${WHICH//,/ }; do
