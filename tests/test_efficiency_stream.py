@@ -13,9 +13,11 @@ from assd.backends import XLNetReference
 
 
 @settings(max_examples=40, deadline=None)
-@given(toy_problems(max_outcomes=10**6), st.integers(2, 8), st.integers(0, 2**31))
+@given(toy_problems(max_outcomes=10**6), st.integers(1, 8), st.integers(0, 2**31))
 def test_self_draft_never_uses_more_calls_than_tokens(problem, k, seed):
+    """Every form, every k >= 1 (k = 1 was two calls per token: now a sequential step)."""
     model, batch, m = problem
+    model.has_draft_head = True
     batch = assd.Batch(
         *(
             t.expand(16, *t.shape[1:]).clone()
@@ -27,9 +29,13 @@ def test_self_draft_never_uses_more_calls_than_tokens(problem, k, seed):
         ASSD(k=k, bonus=True),
         ASSD(k=k, one_call=True),
         ASSD(k=k, draft="bigram"),
+        ASSD(k=k, draft="head"),
+        ASSD(k=k, temperature=0.7, untempered_oracle=True),
     ):
         for r in sample(model, batch, sampler, torch.Generator().manual_seed(seed)):
             assert r.nfe <= m
+            if k == 1 and sampler.draft == "self" and not sampler.one_call:
+                assert r.nfe == m  # one exact row per round: sequential decoding
             assert sum(t.calls for t in r.trace) == r.nfe
             assert sum(len(t.tokens) for t in r.trace) == m
 
