@@ -17,24 +17,25 @@ Writes bench_speed.json, bench_speed.md and bench_speed.png.
 
 from __future__ import annotations
 
+# ruff: noqa: E402  (the imports below follow the sys.path line that lets this run as a script)
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import lzma  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import lzma
+import platform
+import statistics
+import time
 
-import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import torch
+from tqdm.auto import tqdm
 
-import assd  # noqa: E402
-from assd.backends import XLNetEngine, XLNetReference  # noqa: E402
+import assd
+from assd.backends import XLNetEngine, XLNetReference
 
 DEFAULT_DATA = (
     Path(__file__).resolve().parent.parent.parent / "shared/data/text/wiki_valid.jsonl.xz"
@@ -55,16 +56,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--models", default="prose,code", help="comma list: 'prose', 'code' (embedded "
-                   "models), model folders, or 'random-small' / 'random-base' (timings only)")  # fmt: skip
+    p.add_argument(
+        "--models",
+        default="prose,code",
+        help="comma list: 'prose', 'code' (embedded "
+        "models), model folders, or 'random-small' / 'random-base' (timings only)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="bfloat16" if torch.cuda.is_available() else "float32",
-                   choices=sorted(DTYPES), help="engine dtype (the reference always runs float32)")  # fmt: skip
+    p.add_argument(
+        "--dtype",
+        default="bfloat16" if torch.cuda.is_available() else "float32",
+        choices=sorted(DTYPES),
+        help="engine dtype (the reference always runs float32)",
+    )
     p.add_argument("--lengths", type=_ints, default=[256])
     p.add_argument("--batch-sizes", type=_ints, default=[1, 8])
     p.add_argument("--n-seqs", type=int, default=8, help="sequences per (length, batch size)")
-    p.add_argument("--ref-seqs", type=int, default=None,
-                   help="sequences for the reference methods (default: one batch)")  # fmt: skip
+    p.add_argument(
+        "--ref-seqs",
+        type=int,
+        default=None,
+        help="sequences for the reference methods (default: one batch)",
+    )
     p.add_argument(
         "--rate", type=float, default=0.95, help="masking rate (0.95: 26 of 512 visible)"
     )
@@ -73,8 +86,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--eager-too", action="store_true", help="also time the engine without CUDA graphs"
     )
-    p.add_argument("--ablate-reuse", action="store_true",
-                   help="also time the engine recomputing proposal states instead of reusing them")  # fmt: skip
+    p.add_argument(
+        "--ablate-reuse",
+        action="store_true",
+        help="also time the engine recomputing proposal states instead of reusing them",
+    )
     p.add_argument(
         "--per-call", default="base", help="'base', 'small' or 'none': per-call timing config"
     )
@@ -82,12 +98,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--data", default=str(DEFAULT_DATA), help="jsonl(.xz) with a 'text' field for prompts"
     )
-    p.add_argument("--data-code", default=str(DEFAULT_CODE),
-                   help="prompts for code models (a model whose name contains 'code')")  # fmt: skip
-    p.add_argument("--head-ks", type=_ints, default=[2, 3, 5],
-                   help="proposals per round with head drafts (one method each)")  # fmt: skip
-    p.add_argument("--methods", default=None,
-                   help="comma list of method keys to run (default: all), e.g. b,c,f,h3,i")  # fmt: skip
+    p.add_argument(
+        "--data-code",
+        default=str(DEFAULT_CODE),
+        help="prompts for code models (a model whose name contains 'code')",
+    )
+    p.add_argument(
+        "--head-ks",
+        type=_ints,
+        default=[2, 3, 5],
+        help="proposals per round with head drafts (one method each)",
+    )
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma list of method keys to run (default: all), e.g. b,c,f,h3,i",
+    )
     p.add_argument(
         "--prompts", default=None, help="json list of token-id lists (from --save-prompts)"
     )
@@ -95,8 +121,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--save-prompts", default=None, help="write the prompt token ids used to this json"
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--profile", action="store_true",
-                   help="torch.profiler over rounds of engine + one_call ASSD (writes profile.txt)")  # fmt: skip
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="torch.profiler over rounds of engine + one_call ASSD (writes profile.txt)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="evals/results/bench_speed")
     return p.parse_args(argv)
@@ -213,8 +242,10 @@ def methods(args, net, forbidden, head, device, dtype):
     eng = XLNetEngine.from_hf(net, forbidden, dtype=dtype, check=False, head=head)
     out = []
     if not args.skip_reference:
-        out += [("a", "reference + Sequential", ref, assd.Sequential(), True, None),
-                ("b", f"reference + ASSD(k={k}) paper", ref, assd.ASSD(k), True, None)]  # fmt: skip
+        out += [
+            ("a", "reference + Sequential", ref, assd.Sequential(), True, None),
+            ("b", f"reference + ASSD(k={k}) paper", ref, assd.ASSD(k), True, None),
+        ]
     samplers = [
         ("c", "engine + Sequential", assd.Sequential()),
         ("d", f"engine + ASSD(k={k}) paper", assd.ASSD(k)),
@@ -235,12 +266,22 @@ def methods(args, net, forbidden, head, device, dtype):
     out = [x for x in out if want is None or x[0] in want]
     out += [(key, label, eng, s, False, None) for key, label, s in samplers]
     if args.eager_too and device.type == "cuda":
-        out += [(key + "-eager", label + " (eager rounds)", eng, s, False, False)
-                for key, label, s in samplers]  # fmt: skip
+        out += [
+            (key + "-eager", label + " (eager rounds)", eng, s, False, False)
+            for key, label, s in samplers
+        ]
     if args.ablate_reuse:
         fresh = XLNetEngine.from_hf(net, forbidden, dtype=dtype, check=False, reuse_proposals=False)
-        out += [("d-noreuse", f"engine (recompute proposals) + ASSD(k={k}) paper", fresh,
-                 assd.ASSD(k), False, None)]  # fmt: skip
+        out += [
+            (
+                "d-noreuse",
+                f"engine (recompute proposals) + ASSD(k={k}) paper",
+                fresh,
+                assd.ASSD(k),
+                False,
+                None,
+            )
+        ]
     return out
 
 
@@ -265,9 +306,12 @@ def end_to_end(args, name, net, tokenizer, forbidden, head, device, dtype) -> li
                 if not is_ref:
                     r["cache_bytes"] = model.open(batches[0].to(device)).cache_bytes
                 rows.append({"model": name, "method": key, "label": label, "L": L, "B": B, **r})
-                print(f"  {name:6s} {key:8s} L={L:4d} B={B:2d} {r['per_seq_s'] * 1e3:9.1f} ms/seq "
-                      f"{r['calls_per_seq']:6.1f} calls {r['draft_calls_per_seq']:6.1f} head "
-                      f"{r['tokens_per_call']:.2f} tok/call {r['ms_per_round']:.2f} ms/round", flush=True)  # fmt: skip
+                print(
+                    f"  {name:6s} {key:8s} L={L:4d} B={B:2d} {r['per_seq_s'] * 1e3:9.1f} ms/seq "
+                    f"{r['calls_per_seq']:6.1f} calls {r['draft_calls_per_seq']:6.1f} head "
+                    f"{r['tokens_per_call']:.2f} tok/call {r['ms_per_round']:.2f} ms/round",
+                    flush=True,
+                )
     add_speedups(rows)
     return rows
 
@@ -409,9 +453,11 @@ def profile_rounds(args, net, forbidden, device, dtype, path: Path) -> None:
             sync(device)
         dt = (time.perf_counter() - t0) / max(rounds, 1)
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        text += [f"== {sampler.name}: {dt * 1e3:.2f} ms per round (under the profiler)",
-                 prof.key_averages().table(sort_by="cpu_time_total", row_limit=25),
-                 prof.key_averages().table(sort_by=sort, row_limit=15)]  # fmt: skip
+        text += [
+            f"== {sampler.name}: {dt * 1e3:.2f} ms per round (under the profiler)",
+            prof.key_averages().table(sort_by="cpu_time_total", row_limit=25),
+            prof.key_averages().table(sort_by=sort, row_limit=15),
+        ]
     path.write_text("\n".join(text))
 
 
@@ -446,18 +492,27 @@ def device_check(net, device, dtype) -> dict:
 
 # -- reporting ---------------------------------------------------------------------------------------
 def markdown(meta: dict, e2e: list[dict], calls: list[dict]) -> str:
-    lines = [f"# Speed benchmark ({meta['device_name']}, engine {meta['dtype']})", "",
-             f"{meta['date']}; torch {meta['torch']}; threads {meta['threads']}; k={meta['k']}, "
-             f"head k={meta['head_k']}, masking rate {meta['rate']}, lengths {meta['lengths']}; "
-             f"CUDA graphs of whole rounds: {meta['graphs']}.", ""]  # fmt: skip
+    lines = [
+        f"# Speed benchmark ({meta['device_name']}, engine {meta['dtype']})",
+        "",
+        f"{meta['date']}; torch {meta['torch']}; threads {meta['threads']}; k={meta['k']}, "
+        f"head k={meta['head_k']}, masking rate {meta['rate']}, lengths {meta['lengths']}; "
+        f"CUDA graphs of whole rounds: {meta['graphs']}.",
+        "",
+    ]
     for m in meta["models"]:
-        lines.append(f"- {m['name']}: {m['desc']}, {m['params_m']:.1f}M parameters"
-                     + (f", draft head {m['head_params_m']:.2f}M" if m.get("head_params_m") else ""))  # fmt: skip
+        lines.append(
+            f"- {m['name']}: {m['desc']}, {m['params_m']:.1f}M parameters"
+            + (f", draft head {m['head_params_m']:.2f}M" if m.get("head_params_m") else "")
+        )
     lines += [""]
     if e2e:
-        lines += ["## End to end (per sequence; ratios from this run)", "",
-                  "| model | method | L | B | ms / seq | target calls | head calls | tokens / target call | ms / round | x vs (c) sequential | x vs (b) paper ref |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "## End to end (per sequence; ratios from this run)",
+            "",
+            "| model | method | L | B | ms / seq | target calls | head calls | tokens / target call | ms / round | x vs (c) sequential | x vs (b) paper ref |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
 
         def f(x, fmt="{:.2f}"):
             return "" if x is None else fmt.format(x)
@@ -470,8 +525,13 @@ def markdown(meta: dict, e2e: list[dict], calls: list[dict]) -> str:
                 f"{r['ms_per_round']:.2f} | {f(r['speedup_vs_c'])} | {f(r['speedup_vs_b'], '{:.1f}')} |"
             )
     if calls:
-        lines += ["", f"## Per call ({meta['per_call_config']}, L=512, random weights)", "",
-                  "| backend | call | B | query rows | ms / call |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"## Per call ({meta['per_call_config']}, L=512, random weights)",
+            "",
+            "| backend | call | B | query rows | ms / call |",
+            "|---|---|---|---|---|",
+        ]
         lines += [
             f"| {c['backend']} | {c['kind']} | {c['B']} | {c['Q']} | {c['ms']:.2f} |" for c in calls
         ]
@@ -538,11 +598,15 @@ def main(argv=None) -> None:
     for name in [m for m in args.models.split(",") if m]:
         net, tokenizer, forbidden, desc, head = load_net(name)
         net = net.to(device)
-        meta["models"].append({
-            "name": name, "desc": desc, "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
-            "head_params_m": sum(p.numel() for p in head.parameters()) / 1e6 if head else None,
-            "trained_max_length": getattr(net.config, "assd_max_length", None),
-        })  # fmt: skip
+        meta["models"].append(
+            {
+                "name": name,
+                "desc": desc,
+                "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
+                "head_params_m": sum(p.numel() for p in head.parameters()) / 1e6 if head else None,
+                "trained_max_length": getattr(net.config, "assd_max_length", None),
+            }
+        )
         if not args.skip_reference and not meta.get("device_check"):
             meta["device_check"] = device_check(net, device, dtype)
             print("device check:", meta["device_check"], flush=True)

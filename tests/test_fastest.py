@@ -19,13 +19,17 @@ def test_fastest_times_every_candidate_and_picks_the_quickest(monkeypatch):
     assert times == sorted(times) and all(t > 0 for t in times)
     assert all(getattr(d["sampler"], "exact", True) for d in ranked)
 
-    fake = [{"sampler": assd.ASSD(2, draft="head"), "seconds_per_token": 1e-4},
-            {"sampler": assd.Sequential(), "seconds_per_token": 2e-4}]  # fmt: skip
+    fake = [
+        {"sampler": assd.ASSD(2, draft="head"), "seconds_per_token": 1e-4},
+        {"sampler": assd.Sequential(), "seconds_per_token": 2e-4},
+    ]
     assert assd.fastest(model, calibration=fake) == assd.ASSD(2, draft="head")
     # Within the margin of sequential decoding: sequential (never slower beyond noise) ...
-    close = [{"sampler": assd.ASSD(2, draft="head"), "seconds_per_token": 0.97e-4},
-             {"sampler": assd.Sequential(), "seconds_per_token": 1e-4},
-             {"sampler": assd.ASSD(3, one_call=True), "seconds_per_token": 1.5e-4}]  # fmt: skip
+    close = [
+        {"sampler": assd.ASSD(2, draft="head"), "seconds_per_token": 0.97e-4},
+        {"sampler": assd.Sequential(), "seconds_per_token": 1e-4},
+        {"sampler": assd.ASSD(3, one_call=True), "seconds_per_token": 1.5e-4},
+    ]
     assert assd.fastest(model, calibration=close) == assd.Sequential()
     # ... unless the fastest speculative form is asked for.
     assert assd.fastest(model, calibration=close, speculative=True) == assd.ASSD(2, draft="head")

@@ -100,9 +100,10 @@ def test_engine_draft_logits_equal_the_reference():
     qc = torch.stack([P + 1, P + 4, P + 2], 1)
     qf = torch.stack([P + 1, P + 2, P], 1)
     assert torch.allclose(
-        eng.draft_logits(batch.tokens, qr, qc, qf), ref.draft_logits(batch.tokens, qr, qc, qf),
+        eng.draft_logits(batch.tokens, qr, qc, qf),
+        ref.draft_logits(batch.tokens, qr, qc, qf),
         atol=1e-4,
-    )  # fmt: skip
+    )
     with pytest.raises(ValueError, match="not valid"):  # states above P + 3 were never computed
         eng.draft_logits(batch.tokens, (P + 6)[:, None], (P + 5)[:, None], (P + 5)[:, None])
 
@@ -151,17 +152,59 @@ def test_train_head_learns_and_installs_beside_the_target(tmp_path):
     tok = load_tok(str(tmp_path / "tok"))
     torch.manual_seed(0)
     export(build_model(tok, "tiny"), tok, tmp_path / "target", 32, "float32")
-    summary = train_head([
-        str(tmp_path / "target"), "--data", str(tmp_path / "train.txt"), "--seq-len", "32",
-        "--batch-size", "8", "--max-steps", "60", "--eval-every", "60", "--eval-chunks", "8",
-        "--lr", "3e-3", "--warmup-steps", "5", "--k", "3", "--out", str(tmp_path / "head"),
-        "--install", "--device", "cpu", "--no-progress",
-    ])  # fmt: skip
-    first = train_head([
-        str(tmp_path / "target"), "--data", str(tmp_path / "train.txt"), "--seq-len", "32",
-        "--batch-size", "8", "--max-steps", "1", "--eval-every", "1", "--eval-chunks", "8",
-        "--k", "3", "--out", str(tmp_path / "head0"), "--device", "cpu", "--no-progress",
-    ])  # fmt: skip
+    summary = train_head(
+        [
+            str(tmp_path / "target"),
+            "--data",
+            str(tmp_path / "train.txt"),
+            "--seq-len",
+            "32",
+            "--batch-size",
+            "8",
+            "--max-steps",
+            "60",
+            "--eval-every",
+            "60",
+            "--eval-chunks",
+            "8",
+            "--lr",
+            "3e-3",
+            "--warmup-steps",
+            "5",
+            "--k",
+            "3",
+            "--out",
+            str(tmp_path / "head"),
+            "--install",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
+    first = train_head(
+        [
+            str(tmp_path / "target"),
+            "--data",
+            str(tmp_path / "train.txt"),
+            "--seq-len",
+            "32",
+            "--batch-size",
+            "8",
+            "--max-steps",
+            "1",
+            "--eval-every",
+            "1",
+            "--eval-chunks",
+            "8",
+            "--k",
+            "3",
+            "--out",
+            str(tmp_path / "head0"),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert summary["val_acceptance"] > first["val_acceptance"] + 0.05
     assert len(summary["val_by_distance"]) == 4  # distances 0..k
     lm = assd.load(str(tmp_path / "target"), device="cpu")

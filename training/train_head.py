@@ -40,8 +40,11 @@ from .tokenizer import eod_id
 
 
 def parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.train_head", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m training.train_head",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     a = p.add_argument
     a("target", help="the trained model's folder (weights + tokenizer), e.g. assd/pretrained/prose")
     a("--data", required=True, help="training text (local .jsonl/.txt files, comma-separated)")
@@ -97,8 +100,9 @@ def head_logits(head: DraftHead, content, emb, tokens, sigma, q_feat):
     as_state = torch.arange(2 * L, device=tokens.device) < L
     f, c = q_feat[:, :, None], sigma[:, :, None]
     visible = torch.where(as_state, s < f, (s >= f) & (s < c))  # never a row's own token
-    return head.attend(pos, head.keys(u), torch.cat([pos, pos], 1), visible,
-                       head.rel_tables(L), emb)  # fmt: skip
+    return head.attend(
+        pos, head.keys(u), torch.cat([pos, pos], 1), visible, head.rel_tables(L), emb
+    )
 
 
 def losses(target: FastXLNet, head: DraftHead, x, sigma, n_prompt, targets, q_feat, bias, K):
@@ -144,9 +148,16 @@ def main(argv=None) -> dict:
     stream = ChunkStream(chunks, cfg.batch_size, cfg.seed)
     print(f"data: {len(chunks)} chunks, {len(val)} validation chunks; {time.time() - t0:.0f}s")
 
-    hc = HeadConfig(d_model=d, vocab_size=V, n_head=max(1, d // 64), d_head=64,
-                    d_inner=cfg.d_inner or 2 * d, n_layer=cfg.n_layer,
-                    clamp_len=int(net.config.clamp_len), eps=float(net.config.layer_norm_eps))  # fmt: skip
+    hc = HeadConfig(
+        d_model=d,
+        vocab_size=V,
+        n_head=max(1, d // 64),
+        d_head=64,
+        d_inner=cfg.d_inner or 2 * d,
+        n_layer=cfg.n_layer,
+        clamp_len=int(net.config.clamp_len),
+        eps=float(net.config.layer_norm_eps),
+    )
     head = DraftHead(hc).to(device)
     n_params = sum(p.numel() for p in head.parameters())
     print(f"head: {n_params / 1e6:.2f} M parameters ({hc})")
@@ -161,8 +172,17 @@ def main(argv=None) -> dict:
             for s in range(0, len(val), cfg.batch_size):
                 xb = val[s : s + cfg.batch_size].to(device)
                 sig, npr, tg, qf = head_batch(xb.cpu(), mix_seed(cfg.seed, 7, s), cfg, K)
-                _, a, c, _ = losses(target, head, xb, sig.to(device), npr.to(device),
-                                    tg.to(device), qf.to(device), bias, K)  # fmt: skip
+                _, a, c, _ = losses(
+                    target,
+                    head,
+                    xb,
+                    sig.to(device),
+                    npr.to(device),
+                    tg.to(device),
+                    qf.to(device),
+                    bias,
+                    K,
+                )
                 acc, n = acc + a, n + c
         head.train()
         per = (acc / n.clamp(min=1)).tolist()
@@ -170,8 +190,10 @@ def main(argv=None) -> dict:
 
     rows, max_steps, plan_at = [], cfg.max_steps, None
     metrics = open(out / "head_metrics.csv", "w", newline="")
-    writer = csv.DictWriter(metrics, ["step", "kl", "train_acceptance", "val_acceptance",
-                                      "val_by_distance", "lr", "elapsed_s"])  # fmt: skip
+    writer = csv.DictWriter(
+        metrics,
+        ["step", "kl", "train_acceptance", "val_acceptance", "val_by_distance", "lr", "elapsed_s"],
+    )
     writer.writeheader()
     bar = tqdm(total=max_steps, disable=not cfg.progress, desc="head")
     step, ev, t_probe = 0, {}, time.time()
@@ -182,8 +204,17 @@ def main(argv=None) -> dict:
         x = stream.batch(step)
         sig, npr, tg, qf = head_batch(x, mix_seed(cfg.seed, 1, step), cfg, K)
         with amp:
-            kl, acc_d, n_d, N = losses(target, head, x.to(device), sig.to(device),
-                                       npr.to(device), tg.to(device), qf.to(device), bias, K)  # fmt: skip
+            kl, acc_d, n_d, N = losses(
+                target,
+                head,
+                x.to(device),
+                sig.to(device),
+                npr.to(device),
+                tg.to(device),
+                qf.to(device),
+                bias,
+                K,
+            )
         loss = kl / max(N, 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -201,11 +232,15 @@ def main(argv=None) -> dict:
             print(f"planned {max_steps} steps ({per_step * 1e3:.0f} ms/step)")
         if step % cfg.eval_every == 0 or step == max_steps:
             ev = evaluate()
-            row = {"step": step, "kl": round(float(loss.detach()), 4),
-                   "train_acceptance": round(float(acc_d.sum() / n_d.sum()), 4),
-                   "val_acceptance": round(ev["acceptance"], 4),
-                   "val_by_distance": " ".join(map(str, ev["by_distance"])),
-                   "lr": f"{lr:.3g}", "elapsed_s": round(time.time() - t0, 1)}  # fmt: skip
+            row = {
+                "step": step,
+                "kl": round(float(loss.detach()), 4),
+                "train_acceptance": round(float(acc_d.sum() / n_d.sum()), 4),
+                "val_acceptance": round(ev["acceptance"], 4),
+                "val_by_distance": " ".join(map(str, ev["by_distance"])),
+                "lr": f"{lr:.3g}",
+                "elapsed_s": round(time.time() - t0, 1),
+            }
             writer.writerow(row)
             metrics.flush()
             rows.append(row)
@@ -214,12 +249,17 @@ def main(argv=None) -> dict:
     metrics.close()
     head.save(out, int8=True)
     summary = {
-        "target": cfg.target, "parameters": n_params, "steps": step, "planned_steps": plan_at,
-        "val_acceptance": ev.get("acceptance"), "val_by_distance": ev.get("by_distance"),
-        "seconds": round(time.time() - t0, 1), "config": vars(cfg),
+        "target": cfg.target,
+        "parameters": n_params,
+        "steps": step,
+        "planned_steps": plan_at,
+        "val_acceptance": ev.get("acceptance"),
+        "val_by_distance": ev.get("by_distance"),
+        "seconds": round(time.time() - t0, 1),
+        "config": vars(cfg),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "tokens_seen": step * cfg.batch_size * cfg.seq_len,
-    }  # fmt: skip
+    }
     (out / "head_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if cfg.install:
         for f in (WEIGHTS_FILE, CONFIG_FILE):

@@ -300,9 +300,12 @@ class EngineSession:
         pos = torch.gather(self.pos_of_rank, 1, r)
         tok = torch.gather(b.tokens, 1, pos)
         rows = Rows(
-            tok=tok, pos=pos, lim=torch.where(valid, P[:, None], 1),
-            slot=torch.where(valid, r, L), n_content=W,
-        )  # fmt: skip
+            tok=tok,
+            pos=pos,
+            lim=torch.where(valid, P[:, None], 1),
+            slot=torch.where(valid, r, L),
+            n_content=W,
+        )
         x = forward_rows(self.engine.w, ws.tables, ws.kv, ws.key_pos, rows, _round_up(W))
         if self.engine.w.head is not None:
             write_head_keys(self.engine.w.head, ws, x, rows.slot)

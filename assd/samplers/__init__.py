@@ -7,6 +7,15 @@ from .sequential import MeanField, Sequential
 from .speculative import ASSD
 
 __all__ = [
-    "ASSD", "MeanField", "Sequential", "Sampler", "RoundEvent", "RoundTrace", "SampleResult",
-    "generate", "rounds", "sample", "fastest",
-]  # fmt: skip
+    "ASSD",
+    "MeanField",
+    "Sequential",
+    "Sampler",
+    "RoundEvent",
+    "RoundTrace",
+    "SampleResult",
+    "generate",
+    "rounds",
+    "sample",
+    "fastest",
+]

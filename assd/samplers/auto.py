@@ -59,8 +59,13 @@ def calibrate(model, temperature: float = 1.0, length: int = 128, seed: int = 0)
     first = allowed[int(torch.randint(len(allowed), (1,), generator=g))]
     tokens = torch.full((L,), first, dtype=torch.long)
     sigma = torch.arange(L)  # position 0 visible, the rest written left to right
-    text = sample(model, make_batch(tokens, sigma, 1), Sequential(temperature),
-                  torch.Generator().manual_seed(seed), trace=False)[0].tokens  # fmt: skip
+    text = sample(
+        model,
+        make_batch(tokens, sigma, 1),
+        Sequential(temperature),
+        torch.Generator().manual_seed(seed),
+        trace=False,
+    )[0].tokens
     keep = torch.randperm(L, generator=g)[: max(1, L // 20)]  # 95% masked, the paper's rate
     mask = torch.ones(L, dtype=torch.bool)
     mask[keep] = False

@@ -294,8 +294,12 @@ def sample(
     assert event is not None
     return [
         SampleResult(
-            event.tokens[b].tolist(), event.nfe[b], event.rounds[b], gen[b], traces[b],
+            event.tokens[b].tolist(),
+            event.nfe[b],
+            event.rounds[b],
+            gen[b],
+            traces[b],
             event.draft_calls[b],
         )
         for b in range(B)
-    ]  # fmt: skip
+    ]
