@@ -258,6 +258,8 @@ def methods(args, net, forbidden, head, device, dtype):
             samplers.append(
                 (f"h{hk}", f"engine + ASSD(k={hk}, draft head)", assd.ASSD(hk, draft="head"))
             )
+            block = assd.ASSD(hk, draft="head", verify="block")
+            samplers.append((f"hb{hk}", f"engine + ASSD(k={hk}, draft head, block verify)", block))
     want = set(args.methods.split(",")) if args.methods else None
     if want is None or "i" in want:
         auto = assd.fastest(eng)  # measured on this device (assd.samplers.auto)

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Batch, Session
-from ..probs import residual, to_probs
+from ..probs import to_probs
 from ..rng import Rng
 from .drafts import DRAFTS, Proposals, drafter_for
 from .state import Outcome, RoundRecord, State
 from .validate import check_k, check_temperature
+
+VERIFY = ("token", "block")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,9 @@ class ASSD:
     computes the next round's drafts, so a round costs one call ("self" drafts only).
     untempered_oracle: verify against the T=1 oracle (drafts at T, first draft at T=1 as the
     paper does), so the output follows the T=1 joint. r_atol: the paper's lossy acceptance
-    ``u < min(1, p/q + r_atol)`` (NOT exact for r_atol > 0; 0 = off).
+    ``u < min(1, p/q + r_atol)`` (NOT exact for r_atol > 0; 0 = off). verify: "token" (the
+    paper's token-by-token acceptance) or "block" (block verification, Sun et al., ICLR 2025:
+    the accepted prefix decided jointly, exact and never shorter in expectation).
     """
 
     k: int = 5
@@ -54,6 +58,7 @@ class ASSD:
     r_atol: float = 0.0
     bonus: bool = False
     one_call: bool = False
+    verify: str = "token"
 
     def __post_init__(self):
         check_k(self.k)
@@ -64,12 +69,16 @@ class ASSD:
             raise ValueError(f"r_atol must lie in [0, 1] (0 = exact), got {self.r_atol!r}")
         if self.one_call and self.draft != "self":
             raise ValueError("one_call=True uses the model's own drafts: set draft='self'")
+        if self.verify not in VERIFY:
+            raise ValueError(f"verify must be one of {VERIFY}, got {self.verify!r}")
+        if self.verify == "block" and self.r_atol:
+            raise ValueError("r_atol (lossy token acceptance) needs verify='token'")
 
     @property
     def name(self) -> str:
         if self.one_call:
-            return f"assd-onecall(k={self.k})"
-        extra = "+bonus" if self.bonus else ""
+            return f"assd-onecall{'+block' if self.verify == 'block' else ''}(k={self.k})"
+        extra = ("+bonus" if self.bonus else "") + ("+block" if self.verify == "block" else "")
         return f"assd-{self.draft}{extra}(k={self.k})"
 
     @property
@@ -141,18 +150,19 @@ class ASSD:
         q = props.q
         px = torch.gather(p, -1, props.x.unsqueeze(-1)).squeeze(-1)  # [B, K]
         qx = torch.gather(q, -1, props.x.unsqueeze(-1)).squeeze(-1)
-        alpha = (px / qx.clamp(min=torch.finfo(qx.dtype).tiny) + self.r_atol).clamp(max=1.0)
+        ratio = px / qx.clamp(min=torch.finfo(qx.dtype).tiny)
         if props.exact_first and K:  # q_0 *is* the exact conditional: p_0 == q_0, up to rounding
-            alpha = torch.cat([torch.ones_like(alpha[:, :1]), alpha[:, 1:]], 1)
-        a = rng.first_rejection(alpha, props.k)  # [B] accepted proposals
+            ratio = torch.cat([torch.ones_like(ratio[:, :1]), ratio[:, 1:]], 1)
+        if self.verify == "block":
+            a, w = block_accept(p, q, ratio, props.k, rng)  # w: [B] weight of the kept prefix
+        else:
+            a = rng.first_rejection((ratio + self.r_atol).clamp(max=1.0), props.k)
+            w = torch.ones_like(px[:, 0])
 
         rejected = st.active & (a < props.k)
         ai = a.clamp(max=max(K - 1, 0))[:, None, None].expand(B, 1, V)
-        if K:
-            p_a, q_a = torch.gather(p, 1, ai)[:, 0], torch.gather(q, 1, ai)[:, 0]
-            dist = torch.where(rejected[:, None], residual(p_a, q_a), p_next)
-        else:
-            dist = p_next
+        p_a, q_a = torch.gather(p, 1, ai)[:, 0], torch.gather(q, 1, ai)[:, 0]
+        dist = torch.where(rejected[:, None], weighted_residual(p_a, q_a, w), p_next)
         need = rejected | (has_next & (a == props.k))
         y = rng.categorical(dist[:, None], need[:, None])
         tokens = st.place(tokens, (st.n + a)[:, None], y, need[:, None])
@@ -160,6 +170,48 @@ class ASSD:
             rejected, int(Outcome.RESIDUAL), torch.where(need, int(Outcome.EXACT), 0)
         )
         return tokens, Verdict(a, outcome, st.n + a + need.long(), px, qx)
+
+
+def block_accept(p, q, ratio, count, rng: Rng):
+    """Block verification (Sun et al., "Block verification accelerates speculative decoding",
+    ICLR 2025): how many of ``count`` proposals to keep, decided jointly.
+
+    p, q [B, K, V]: oracle and draft rows; ratio [B, K] = p(x_i) / q(x_i). With prefix weights
+    w_0 = 1, w_j = min(w_{j-1} ratio_{j-1}, 1) and residual masses
+    S_j = sum_x max(w_j p_j(x) - q_j(x), 0), prefix j < count is kept with probability
+    h_j = S_j / (S_j + 1 - w_j) and the whole block with h_count = w_count, tested from
+    j = count down to 1 with independent coins; the token after a kept prefix j < count comes
+    from norm(max(w_j p_j - q_j, 0)). Exact (tested by enumeration), and in expectation it keeps
+    at least as many proposals as token-by-token verification. -> (kept [B], w_kept [B]).
+    """
+    B, K = ratio.shape
+    ws = [torch.ones_like(ratio[:, 0])]
+    for j in range(K):  # w_j = min(w_{j-1} r_{j-1}, 1): a running min, not a clamped cumprod
+        ws.append(torch.minimum(ws[-1] * ratio[:, j], torch.ones_like(ratio[:, j])))
+    w = torch.stack(ws, 1)  # [B, K+1]: weight of prefix length 0..K
+    S = (w[:, :K, None] * p - q).clamp(min=0).sum(-1)  # [B, K]: residual mass after prefix j
+    den = S + 1 - w[:, :K]
+    h = torch.where(den > 0, S / den.clamp(min=torch.finfo(den.dtype).tiny), torch.ones_like(S))
+    # Column c: the probability of keeping prefix length c + 1.
+    lengths = torch.arange(1, K + 1, device=ratio.device)[None]
+    h_next = torch.cat([h[:, 1:], h.new_zeros(B, 1)], 1)
+    h_len = torch.where(lengths < count[:, None], h_next, 0.0)
+    h_len = torch.where(lengths == count[:, None], w[:, 1:], h_len)
+    # The backward scan as a forward first-rejection: position t tests prefix count - t, and a
+    # "rejection" there means that prefix's coin came up: it is kept.
+    t = torch.arange(K, device=ratio.device)[None]
+    keep = torch.gather(h_len, 1, (count[:, None] - 1 - t).clamp(min=0))
+    miss = rng.first_rejection(1 - keep, count)
+    kept = count - miss
+    return kept, torch.gather(w, 1, kept[:, None])[:, 0]
+
+
+def weighted_residual(p: torch.Tensor, q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """norm(max(w p - q, 0)) [B, V] (w [B]); p itself where that mass is zero (which happens
+    only where the step it follows had probability zero or p == q)."""
+    r = (w[:, None] * p - q).clamp(min=0)
+    total = r.sum(-1, keepdim=True)
+    return torch.where(total > 0, r / total.clamp(min=torch.finfo(r.dtype).tiny), p)
 
 
 @dataclass
