@@ -124,7 +124,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="torch.profiler over rounds of engine + one_call ASSD (writes profile.txt)",
+        help="torch.profiler over eager rounds: kernels per round (writes profile_*.txt)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="evals/results/bench_speed")
@@ -429,18 +429,23 @@ def per_call(args, device, dtype) -> list[dict]:
 
 
 # -- profile ---------------------------------------------------------------------------------------
-def profile_rounds(args, net, forbidden, device, dtype, path: Path) -> None:
-    """Where a round's time goes: torch.profiler over 40 rounds (after 10) of the fastest variant."""
+def profile_rounds(args, net, forbidden, head, device, dtype, path: Path) -> None:
+    """Where a round's time goes: torch.profiler over 40 eager rounds (after 10) of sequential,
+    one-call and (with a head) head-drafted ASSD: kernels per round and their GPU time, the
+    figures that bound a replayed round (a graph replays the same kernels without launches)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     L = args.lengths[0]
-    eng = XLNetEngine.from_hf(net, forbidden, dtype=dtype, check=False)
+    eng = XLNetEngine.from_hf(net, forbidden, dtype=dtype, check=False, head=head)
     seqs = prompt_pool(args, None, net.config.vocab_size, forbidden, 1, L)
     batch = make_batches(seqs, L, 1, args.rate, args.seed)[0]
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    samplers = [assd.Sequential(), assd.ASSD(args.k, one_call=True)]
+    if head is not None:
+        samplers += [assd.ASSD(k, draft="head", verify="block") for k in (1, 3)]
     text = []
-    for sampler in (assd.ASSD(args.k, one_call=True), assd.Sequential()):
-        gen = assd.generate(eng, batch, sampler, rng(0, device), trace=False)
+    for sampler in samplers:
+        gen = assd.generate(eng, batch, sampler, rng(0, device), trace=False, graphs=False)
         for _ in zip(range(10), gen):
             pass
         sync(device)
@@ -454,12 +459,17 @@ def profile_rounds(args, net, forbidden, device, dtype, path: Path) -> None:
                 rounds += 1
             sync(device)
         dt = (time.perf_counter() - t0) / max(rounds, 1)
+        avg = prof.key_averages()
+        gpu = [e for e in avg if str(getattr(e, "device_type", "")).endswith("CUDA")]  # kernels
+        n_kernels = sum(e.count for e in gpu) / max(rounds, 1)
+        gpu_us = sum(e.self_device_time_total for e in gpu) / max(rounds, 1)
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         text += [
-            f"== {sampler.name}: {dt * 1e3:.2f} ms per round (under the profiler)",
-            prof.key_averages().table(sort_by="cpu_time_total", row_limit=25),
-            prof.key_averages().table(sort_by=sort, row_limit=15),
+            f"== {sampler.name}: {dt * 1e3:.2f} ms per eager round (under the profiler); "
+            f"{n_kernels:.0f} device kernels and {gpu_us:.0f} us of device time per round",
+            avg.table(sort_by=sort, row_limit=30),
         ]
+        print(text[-2], flush=True)
     path.write_text("\n".join(text))
 
 
@@ -618,7 +628,7 @@ def main(argv=None) -> None:
         e2e += end_to_end(args, name, net, tokenizer, forbidden, head, device, dtype)
         if args.profile:
             profile_rounds(
-                args, net, forbidden, device, dtype, out / f"profile_{Path(name).name}.txt"
+                args, net, forbidden, head, device, dtype, out / f"profile_{Path(name).name}.txt"
             )
         (out / "bench_speed.json").write_text(
             json.dumps({"meta": meta, "end_to_end": e2e, "per_call": []}, indent=1)

@@ -84,7 +84,7 @@ class Store:
 
     def add_error(self, item_id: str, exc: BaseException, **fields) -> None:
         """Record that an item raised (it is retried on the next run)."""
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=5))
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-12))
         self.add({"id": item_id, **fields, "error": repr(exc), "traceback": tb})
 
     def guard(self, item_id: str, **fields) -> _Guard:

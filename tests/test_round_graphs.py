@@ -50,7 +50,8 @@ def run(model, batch, sampler, graphs, device):
     out = []
     rounds = assd.samplers.rounds(model, batch, sampler, g, graphs=graphs, sync_free=True)
     for state, rec in rounds:
-        out.append((state.tokens.tolist(), state.nfe.tolist(), rec.accepted.tolist()))
+        record = {k: v.tolist() for k, v in vars(rec).items()}  # every field, start too
+        out.append((state.tokens.tolist(), state.nfe.tolist(), record))
     return out
 
 

@@ -65,6 +65,17 @@ def capture_round(sampler, state: State, session, rng) -> RoundGraph | None:
                 out, record = sampler.step(static, session, rng)
         finally:
             rng.block, rng.used, rng.frozen = saved
+        # The record may hold the round's *input* buffers (start = n, active): copy those out
+        # before the in-place update below overwrites them with the next round's state.
+        inputs = {id(getattr(static, name)) for name in _tensors(static)}
+        record = replace(
+            record,
+            **{
+                f.name: getattr(record, f.name).clone()
+                for f in fields(record)
+                if id(getattr(record, f.name)) in inputs
+            },
+        )
         for name in _tensors(static):
             src, dst = getattr(out, name), getattr(static, name)
             if src is not dst:

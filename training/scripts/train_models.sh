@@ -14,9 +14,9 @@ mkdir -p "$W" "$PACK"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=true PYTHONUNBUFFERED=1
 wiki=$(ls "$D"/wiki_train_full_0?.jsonl.xz 2>/dev/null | paste -sd, -)
 code="$D/python_stdlib.jsonl.xz,$D/python_pypi.jsonl.xz"
-common=(--seq-len 256 --max-steps 10000000 --max-time "$T" --log-every 50 --eval-every 500
+common=(--max-steps 10000000 --max-time "$T" --log-every 50 --eval-every 500
         --sample-every 100000000 --n-samples 2 --save-every 100000000 --export-best --no-progress)
-small=(--preset embedded --batch-size 256 --lr 1.5e-3 --warmup-steps 300 --mask-start 0.15
+small=(--preset embedded --seq-len 256 --batch-size 256 --lr 1.5e-3 --warmup-steps 300 --mask-start 0.15
        --mask-min 0.05 --mask-max 0.95 --mask-warmup-steps 500 --eval-chunks 256
        --export-weights int8)
 declare -A args
