@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import json
 import lzma
+import math
 import random
 
 import pytest
@@ -535,3 +536,18 @@ def test_span_rows_mask_one_contiguous_span_of_the_requested_size():
     )
     runs = [(sig[b] >= npr[b]).nonzero().flatten() for b in range(64)]
     assert any(int(r[-1] - r[0]) > 4 for r in runs)
+
+
+@pytest.mark.slow
+def test_compile_flag_trains_and_evaluates_the_compiled_forward(corpus, tmp_path):
+    """--compile: validation runs the compiled training forward (it was wrapped a second time
+    and failed on its first evaluation)."""
+    pytest.importorskip("accelerate")
+    args = [
+        "--data", corpus["path"], "--tokenizer", corpus["tok"], "--val-every-doc", "10",
+        "--preset", "tiny", "--seq-len", "32", "--batch-size", "4", "--max-steps", "2",
+        "--eval-every", "2", "--eval-chunks", "4", "--sample-every", "100", "--no-progress",
+        "--precision", "no", "--compile", "--out", str(tmp_path / "c"),
+    ]  # fmt: skip
+    summary = train_main(args)
+    assert summary["steps"] == 2 and math.isfinite(summary["final_val_loss"])

@@ -35,7 +35,8 @@ def val_nll(
     """[2] (sum of NLL, number of targets) over ``val`` [N, L], whose rows have global indices
     ``idx`` among ``n_total`` chunks. ``model``: a FastXLNet (or a Hugging Face XLNet, wrapped
     here). Leaves the model in eval mode. Always token-weighted (mean NLL per masked token)."""
-    if not isinstance(getattr(model, "module", model), FastXLNet):
+    inner = getattr(model, "module", model)  # under DDP
+    if not isinstance(getattr(inner, "_orig_mod", inner), FastXLNet):  # torch.compile'd or not
         model = FastXLNet(model)
     model.eval()
     lo, hi = cfg.mask_min, cfg.mask_max
