@@ -129,8 +129,7 @@ class DraftHead(nn.Module):
         B, Q = q_pos.shape
         T = (tables[0].shape[-1] + 1) // 2
         rel = (q_pos[:, :, None] - key_pos[:, None, :] + T - 1)[:, None]  # [B, 1, Q, S]
-        hide = torch.zeros(visible.shape, dtype=self.query.dtype, device=visible.device)
-        hide = hide.masked_fill(~visible, float("-inf"))[:, None]  # [B, 1, Q, S]
+        hide = torch.where(visible, 0.0, float("-inf")).to(self.query.dtype)[:, None]  # [B,1,Q,S]
         g = self.query.expand(B, Q, -1)
         for layer, (k, v), table in zip(self.layers, keys, tables):
             q = layer.q(g).view(B, Q, c.n_head, c.d_head).transpose(1, 2)  # [B, H, Q, D]

@@ -15,7 +15,8 @@ def to_probs(
     logits [..., V] -> probs [..., V] in float32 (float64 stays float64).
     """
     x = logits.double() if logits.dtype == torch.float64 else logits.float()
-    x = x / temperature
+    if temperature != 1:  # x / 1 is x: one kernel less per call at T = 1
+        x = x / temperature
     if forbidden_ids:
         x = x + forbidden_bias(forbidden_ids, x.shape[-1], x.device, x.dtype)
     return torch.softmax(x, dim=-1)
@@ -26,7 +27,8 @@ def log_probs(
 ) -> torch.Tensor:
     """log of :func:`to_probs`, computed as a log-softmax (no float32 underflow to -inf)."""
     x = logits.double() if logits.dtype == torch.float64 else logits.float()
-    x = x / temperature
+    if temperature != 1:  # x / 1 is x: one kernel less per call at T = 1
+        x = x / temperature
     if forbidden_ids:
         x = x + forbidden_bias(forbidden_ids, x.shape[-1], x.device, x.dtype)
     return torch.log_softmax(x, dim=-1)

@@ -88,6 +88,9 @@ def main(argv=None) -> None:
     ap.add_argument("--prompt", default=PROMPT, help="text whose first tokens are visible")
     ap.add_argument("--rounds", type=int, default=40, help="rounds counted per sampler")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--check", action="store_true", help="keep the engine's protocol checks (default: off)"
+    )
     ap.add_argument("--out", default=None, help="folder for count_ops.json / count_ops.md")
     args = ap.parse_args(argv)
     if args.length < 2 or not 1 <= args.visible < args.length:
@@ -98,6 +101,8 @@ def main(argv=None) -> None:
 
     lm = assd.load(args.model, device="cpu")
     model = lm.model
+    if hasattr(model, "check"):  # as evals/bench_speed.py runs the engine: protocol checks off
+        model.check = args.check
     prompt = lm.tokenizer(args.prompt, add_special_tokens=False)["input_ids"][: args.visible]
     if len(prompt) < args.visible:
         ap.error(f"--prompt has {len(prompt)} tokens, fewer than --visible {args.visible}")

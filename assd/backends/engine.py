@@ -376,33 +376,35 @@ class EngineSession:
             raise ValueError("this engine has no draft head (load a model that ships one)")
         B, L = tokens.shape
         tokens = tokens.to(self.kv.device)
-        by_rank = self._by_rank(tokens)
         valid_q = q_rank >= 0
-        v = (ws.slot_tok[:, :L] == by_rank).long().cumprod(1).sum(1)  # valid target states
         f_lo = torch.where(valid_q, q_feat, L).amin(1).clamp(max=L)  # [B] first token-read rank
         width = torch.where(valid_q, q_ctx - f_lo[:, None], 0).amax()
-        flags = [width, torch.where(valid_q, q_feat, 0).amax()]
-        flags += [(valid_q & (q_feat > v[:, None])).any()]
+        checks = []  # the protocol checks, in DRAFT_RULES order (only with engine.check)
         if self.engine.check:
-            flags += [
+            by_rank = self._by_rank(tokens)
+            v = (ws.slot_tok[:, :L] == by_rank).long().cumprod(1).sum(1)  # valid target states
+            checks = [
+                (valid_q & (q_feat > v[:, None])).any(),
                 (valid_q & ((q_feat > q_ctx) | (q_ctx > q_rank))).any(),
                 (valid_q & (q_feat < b.n_prompt[:, None])).any(),
                 (valid_q & (q_rank >= b.length[:, None])).any(),
             ]
         if self.max_rows is not None:  # sync-free: fixed shapes, errors flagged on the device
             W, span = self.max_rows, self.kv.shape[-2]
-            self.errors[0] |= flags[0] > W
-            first = len(SYNC_FREE_ERRORS) - len(DRAFT_RULES)
-            self.errors[first : first + len(flags) - 2] |= torch.stack(flags[2:])
+            self.errors[0] |= width > W
+            if checks:
+                first = len(SYNC_FREE_ERRORS) - len(DRAFT_RULES)
+                self.errors[first : first + len(checks)] |= torch.stack(checks)
         else:
-            W, S, *errs = torch.stack(flags).tolist()  # the call's one host sync
+            S = torch.where(valid_q, q_feat, 0).amax()
+            W, S, *errs = torch.stack([width, S, *checks]).tolist()  # the call's one host sync
             for bad, msg in zip(errs, DRAFT_RULES):
                 if bad:
                     raise ValueError(msg)
             span = _round_up(max(S, 1))
         t_rank = f_lo[:, None] + torch.arange(W, device=tokens.device)  # [B, W] token-read ranks
         t_pos = torch.gather(self.pos_of_rank, 1, t_rank.clamp(max=L - 1))
-        t_tok = torch.gather(by_rank, 1, t_rank.clamp(max=L - 1))
+        t_tok = torch.gather(tokens, 1, t_pos)  # the tokens at those ranks
         t_keys = head.keys(
             head.token_inputs(torch.nn.functional.embedding(t_tok, self.engine.w.emb))
         )

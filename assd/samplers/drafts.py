@@ -185,16 +185,18 @@ class HeadDraft(_CarriedDraft):
         # proposals was never run through the target); the head reads later ranks as tokens.
         feat = st.n + verdict.accepted
         cur = torch.where(st.sigma < new_n[:, None], tokens, st.blank)
+        ok = torch.arange(K, device=new_n.device) < new_k[:, None]  # [B, K] step i drafts
+        ranks = torch.where(ok, new_n[:, None] + torch.arange(K, device=new_n.device), -1)
+        feats = torch.where(ok, feat[:, None], -1)
         xs, qs = [], []
-        for i in range(K):
-            ok = i < new_k
-            r = torch.where(ok, new_n + i, -1)[:, None]
-            logits = session.draft_logits(cur, r, r, torch.where(ok, feat, -1)[:, None])
+        for i in range(K):  # one head call per proposal, each reading the proposals before it
+            r, oki = ranks[:, i : i + 1], ok[:, i : i + 1]
+            logits = session.draft_logits(cur, r, r, feats[:, i : i + 1])
             qi = to_probs(logits, s.temperature, st.forbidden)  # [B, 1, V]
-            xi = rng.categorical(qi, ok[:, None])
-            cur = st.place(cur, r, xi, ok[:, None])
+            xi = rng.categorical(qi, oki)
+            cur = st.place(cur, r, xi, oki)
             xs.append(xi)
-            qs.append(torch.where(ok[:, None, None], qi, torch.zeros_like(qi)))
+            qs.append(qi * oki[:, :, None])  # rows past new_k: zeros
         nx = torch.cat(xs, 1) if K else torch.zeros(B, 0, dtype=torch.long, device=new_n.device)
         nq = torch.cat(qs, 1) if K else torch.zeros(B, 0, V, device=new_n.device)
         return {"next_x": nx, "next_q": nq, "next_k": new_k}, new_k

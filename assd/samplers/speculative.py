@@ -157,7 +157,7 @@ class ASSD:
             a, w = block_accept(p, q, ratio, props.k, rng)  # w: [B] weight of the kept prefix
         else:
             a = rng.first_rejection((ratio + self.r_atol).clamp(max=1.0), props.k)
-            w = torch.ones_like(px[:, 0])
+            w = None  # token verification: the plain residual norm(max(p - q, 0))
 
         rejected = st.active & (a < props.k)
         ai = a.clamp(max=max(K - 1, 0))[:, None, None].expand(B, 1, V)
@@ -206,10 +206,10 @@ def block_accept(p, q, ratio, count, rng: Rng):
     return kept, torch.gather(w, 1, kept[:, None])[:, 0]
 
 
-def weighted_residual(p: torch.Tensor, q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """norm(max(w p - q, 0)) [B, V] (w [B]); p itself where that mass is zero (which happens
-    only where the step it follows had probability zero or p == q)."""
-    r = (w[:, None] * p - q).clamp(min=0)
+def weighted_residual(p: torch.Tensor, q: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """norm(max(w p - q, 0)) [B, V] (w [B]; None: 1); p itself where that mass is zero (which
+    happens only where the step it follows had probability zero or p == q)."""
+    r = (p - q if w is None else w[:, None] * p - q).clamp(min=0)
     total = r.sum(-1, keepdim=True)
     return torch.where(total > 0, r / total.clamp(min=torch.finfo(r.dtype).tiny), p)
 
