@@ -5,7 +5,7 @@ FLOPs: a replayed CUDA graph launches the same kernels without the Python overhe
 kernel costs a few microseconds however little it computes. Counting the tensor operations a
 round dispatches (views excluded: they launch nothing) therefore predicts the ratio of round
 times between samplers on any device, and it runs on the CPU in seconds. Measured on an H200:
-the count predicts a draft-head round at 1.73x a sequential round, the replayed graphs took
+the count predicted a draft-head round (k = 1) at 1.69x a sequential round; the replayed graphs took
 1.62x (evals/results/bench_speed/h200_round3/).
 
     python evals/count_ops.py --model prose --k 1,2,3 --out evals/results/count_ops
