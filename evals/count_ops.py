@@ -4,9 +4,9 @@ Why. On a GPU at batch 1 a small model's round is bound by how many kernels it r
 FLOPs: a replayed CUDA graph launches the same kernels without the Python overhead, and each
 kernel costs a few microseconds however little it computes. Counting the tensor operations a
 round dispatches (views excluded: they launch nothing) therefore predicts the ratio of round
-times between samplers on any device, and it runs on the CPU in seconds. Measured on an H200:
-the count predicted a draft-head round (k = 1) at 1.69x a sequential round; the replayed graphs took
-1.62x (evals/results/bench_speed/h200_round3/).
+times between samplers on any device, and it runs on the CPU in a minute or two. On an H200
+the count predicted a draft-head round (k = 1) at 1.69x a sequential round; the replayed
+graphs took 1.62x (evals/results/bench_speed/h200_round3/).
 
     python evals/count_ops.py --model prose --k 1,2,3 --out evals/results/count_ops
 
