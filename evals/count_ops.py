@@ -56,17 +56,19 @@ def count(model, batch, sampler, seed: int, max_rounds: int) -> dict:
     """Operations of the sampler's rounds (fixed shapes, as a replayed round runs them)."""
     g = torch.Generator().manual_seed(seed)
     rounds = assd.samplers.rounds(model, batch, sampler, g, graphs=False, sync_free=True)
-    ops, n_rounds, state = [], 0, None
-    while n_rounds < max_rounds:
+    ops, st = [], None
+    while len(ops) < max_rounds:
         with OpCounter() as c:
-            state = next(rounds, None)
-        if state is None:
+            out = next(rounds, None)
+        if out is None:  # every row finished
             break
+        st, _ = out
         ops.append(c.ops)
-        n_rounds += 1
-    st, _ = state if state is not None else (None, None)
-    done = (st.n - batch.n_prompt).sum().item() if st is not None else 0
-    calls = st.nfe.sum().item() if st is not None else 0
+    n_rounds = len(ops)
+    if st is None:
+        raise ValueError("nothing to generate: every position is visible")
+    done = (st.n - batch.n_prompt).sum().item()
+    calls = st.nfe.sum().item()
     steady = ops[2:] or ops  # the first rounds may compute many rows
     per_round = sum(steady) / len(steady)
     return {

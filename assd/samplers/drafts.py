@@ -185,8 +185,9 @@ class HeadDraft(_CarriedDraft):
         # proposals was never run through the target); the head reads later ranks as tokens.
         feat = st.n + verdict.accepted
         cur = torch.where(st.sigma < new_n[:, None], tokens, st.blank)
-        ok = torch.arange(K, device=new_n.device) < new_k[:, None]  # [B, K] step i drafts
-        ranks = torch.where(ok, new_n[:, None] + torch.arange(K, device=new_n.device), -1)
+        ar = torch.arange(K, device=new_n.device)
+        ok = ar < new_k[:, None]  # [B, K]: step i drafts
+        ranks = torch.where(ok, new_n[:, None] + ar, -1)
         feats = torch.where(ok, feat[:, None], -1)
         xs, qs = [], []
         for i in range(K):  # one head call per proposal, each reading the proposals before it

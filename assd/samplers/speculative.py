@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Batch, Session
-from ..probs import to_probs
+from ..probs import residual, to_probs
 from ..rng import Rng
 from .drafts import DRAFTS, Proposals, drafter_for
 from .state import Outcome, RoundRecord, State
@@ -76,10 +76,10 @@ class ASSD:
 
     @property
     def name(self) -> str:
+        block = "+block" if self.verify == "block" else ""
         if self.one_call:
-            return f"assd-onecall{'+block' if self.verify == 'block' else ''}(k={self.k})"
-        extra = ("+bonus" if self.bonus else "") + ("+block" if self.verify == "block" else "")
-        return f"assd-{self.draft}{extra}(k={self.k})"
+            return f"assd-onecall{block}(k={self.k})"
+        return f"assd-{self.draft}{'+bonus' if self.bonus else ''}{block}(k={self.k})"
 
     @property
     def exact(self) -> bool:
@@ -162,7 +162,9 @@ class ASSD:
         rejected = st.active & (a < props.k)
         ai = a.clamp(max=max(K - 1, 0))[:, None, None].expand(B, 1, V)
         p_a, q_a = torch.gather(p, 1, ai)[:, 0], torch.gather(q, 1, ai)[:, 0]
-        dist = torch.where(rejected[:, None], weighted_residual(p_a, q_a, w), p_next)
+        # norm(max(w p - q, 0)) after a kept prefix of weight w (block), or norm(max(p - q, 0))
+        r = residual(p_a if w is None else w[:, None] * p_a, q_a)
+        dist = torch.where(rejected[:, None], r, p_next)
         need = rejected | (has_next & (a == props.k))
         y = rng.categorical(dist[:, None], need[:, None])
         tokens = st.place(tokens, (st.n + a)[:, None], y, need[:, None])
@@ -204,14 +206,6 @@ def block_accept(p, q, ratio, count, rng: Rng):
     miss = rng.first_rejection(1 - keep, count)
     kept = count - miss
     return kept, torch.gather(w, 1, kept[:, None])[:, 0]
-
-
-def weighted_residual(p: torch.Tensor, q: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
-    """norm(max(w p - q, 0)) [B, V] (w [B]; None: 1); p itself where that mass is zero (which
-    happens only where the step it follows had probability zero or p == q)."""
-    r = (p - q if w is None else w[:, None] * p - q).clamp(min=0)
-    total = r.sum(-1, keepdim=True)
-    return torch.where(total > 0, r / total.clamp(min=torch.finfo(r.dtype).tiny), p)
 
 
 @dataclass
