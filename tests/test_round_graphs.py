@@ -21,6 +21,7 @@ SAMPLERS = [
     ASSD(k=3, draft="bigram"),
     ASSD(k=4, one_call=True),
     ASSD(k=4, draft="head"),
+    ASSD(k=3, draft="head", verify="block"),
     ASSD(k=3, temperature=0.7, untempered_oracle=True),
     MeanField(k=3),
 ]
