@@ -41,10 +41,13 @@ def forbidden_bias(
     """[V] with -inf at the forbidden ids (ids >= V do not exist and are ignored), 0 elsewhere.
 
     Built once per (ids, V, device, dtype): the one definition of which tokens may be generated.
+    Built on ``device`` with scalar fills, no host-to-device copy: a compiled round traces
+    through this cache, and a copy from pageable host memory cannot be captured in a CUDA graph.
     """
-    bias = torch.zeros(V, dtype=dtype)
-    bias[[i for i in ids if 0 <= i < V]] = float("-inf")
-    return bias.to(device)
+    bias = torch.zeros(V, dtype=dtype, device=device)
+    for i in sorted({i for i in ids if 0 <= i < V}):
+        bias[i] = float("-inf")
+    return bias
 
 
 def allowed(ids: tuple[int, ...], V: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -9,7 +9,8 @@ reference + Sequential, (b) reference + the paper's ASSD (the paper's code path:
 recompute, draft + oracle call), (c) engine + Sequential, (d) engine + paper ASSD, (e) + bonus
 token, (f) one call per round, (g) context-bigram drafts, (h) draft-head drafts, and (i) what
 ``assd.fastest`` picks. On CUDA the engine rounds replay as CUDA graphs; ``--eager-too`` adds the
-same methods without them. Reported: ms per sequence, target calls and draft-head calls,
+same methods without them, ``--compile`` the same methods with each round's step fused by
+``torch.compile`` before capture (keys ending in ``-c``; compile time is spent in the warm-up). Reported: ms per sequence, target calls and draft-head calls,
 tokens per target call, ms per round, and ratios against (c) and (b), all from this one run.
 Then per-call costs on an XLNet-base-size config with random weights (timings only).
 Writes bench_speed.json, bench_speed.md and bench_speed.png.
@@ -85,6 +86,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument(
         "--eager-too", action="store_true", help="also time the engine without CUDA graphs"
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the engine methods with torch.compile'd rounds (keys ending in -c)",
     )
     p.add_argument(
         "--ablate-reuse",
@@ -197,9 +203,10 @@ def rng(seed: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device).manual_seed(seed)
 
 
-def run_method(model, sampler, batches, device, warm: int | None, graphs: bool | None) -> dict:
-    """Warm up (first batch: `warm` rounds, None = all), then time every batch to completion."""
-    gen = assd.generate(model, batches[0], sampler, rng(999, device), trace=False, graphs=graphs)
+def run_method(model, sampler, batches, device, warm: int | None, opts: dict) -> dict:
+    """Warm up (first batch: `warm` rounds, None = all), then time every batch to completion.
+    opts: keyword arguments of ``assd.sample`` (graphs, compile)."""
+    gen = assd.generate(model, batches[0], sampler, rng(999, device), trace=False, **opts)
     for i, _ in enumerate(gen):
         if warm is not None and i + 1 >= warm:
             break
@@ -211,7 +218,7 @@ def run_method(model, sampler, batches, device, warm: int | None, graphs: bool |
     for j, b in enumerate(batches):
         sync(device)
         t0 = time.perf_counter()
-        res = assd.sample(model, b, sampler, rng(j, device), trace=False, graphs=graphs)
+        res = assd.sample(model, b, sampler, rng(j, device), trace=False, **opts)
         sync(device)
         wall += time.perf_counter() - t0
         nfe += [r.nfe for r in res]
@@ -236,15 +243,15 @@ def run_method(model, sampler, batches, device, warm: int | None, graphs: bool |
 
 
 def methods(args, net, forbidden, head, device, dtype):
-    """(key, label, model, sampler, is_reference, graphs) for every method of the comparison."""
+    """(key, label, model, sampler, is_reference, sample options) for every method."""
     k = args.k
     ref = XLNetReference(net, forbidden_ids=forbidden, head=head)
     eng = XLNetEngine.from_hf(net, forbidden, dtype=dtype, check=False, head=head)
     out = []
     if not args.skip_reference:
         out += [
-            ("a", "reference + Sequential", ref, assd.Sequential(), True, None),
-            ("b", f"reference + ASSD(k={k}) paper", ref, assd.ASSD(k), True, None),
+            ("a", "reference + Sequential", ref, assd.Sequential(), True, {}),
+            ("b", f"reference + ASSD(k={k}) paper", ref, assd.ASSD(k), True, {}),
         ]
     samplers = [
         ("c", "engine + Sequential", assd.Sequential()),
@@ -266,10 +273,16 @@ def methods(args, net, forbidden, head, device, dtype):
         samplers.append(("i", f"engine + fastest: {auto.name}", auto))
     samplers = [x for x in samplers if want is None or x[0] in want]
     out = [x for x in out if want is None or x[0] in want]
-    out += [(key, label, eng, s, False, None) for key, label, s in samplers]
+    out += [(key, label, eng, s, False, {}) for key, label, s in samplers]
+    if args.compile:
+        out += [
+            (key + "-c", label + " (compiled rounds)", eng, s, False, {"compile": True})
+            for key, label, s in samplers
+            if key != "i"
+        ]
     if args.eager_too and device.type == "cuda":
         out += [
-            (key + "-eager", label + " (eager rounds)", eng, s, False, False)
+            (key + "-eager", label + " (eager rounds)", eng, s, False, {"graphs": False})
             for key, label, s in samplers
         ]
     if args.ablate_reuse:
@@ -281,7 +294,7 @@ def methods(args, net, forbidden, head, device, dtype):
                 fresh,
                 assd.ASSD(k),
                 False,
-                None,
+                {},
             )
         ]
     return out
@@ -298,13 +311,11 @@ def end_to_end(args, name, net, tokenizer, forbidden, head, device, dtype) -> li
             seqs = prompt_pool(args, tokenizer, vocab, forbidden, n, L, data)
             batches = make_batches(seqs, L, B, args.rate, args.seed)
             n_ref = args.ref_seqs or B
-            for key, label, model, sampler, is_ref, graphs in tqdm(
-                meths, desc=f"{name} L={L} B={B}"
-            ):
+            for key, label, model, sampler, is_ref, opts in tqdm(meths, desc=f"{name} L={L} B={B}"):
                 if is_ref and B > 1:
                     continue  # the paper's code runs batch 1 only
                 use = batches[: max(1, -(-n_ref // B))] if is_ref else batches
-                r = run_method(model, sampler, use, device, 3 if is_ref else None, graphs)
+                r = run_method(model, sampler, use, device, 3 if is_ref else None, opts)
                 if not is_ref:
                     r["cache_bytes"] = model.open(batches[0].to(device)).cache_bytes
                 rows.append({"model": name, "method": key, "label": label, "L": L, "B": B, **r})
@@ -321,7 +332,7 @@ def end_to_end(args, name, net, tokenizer, forbidden, head, device, dtype) -> li
 def add_speedups(rows: list[dict]) -> None:
     by = {(r["model"], r["method"], r["L"], r["B"]): r for r in rows}
     for r in rows:
-        for base in ("a", "b", "c"):
+        for base in ("a", "b", "c", "c-c"):  # c-c: compiled sequential (with --compile)
             ref = by.get((r["model"], base, r["L"], r["B"]))
             r[f"speedup_vs_{base}"] = ref["per_seq_s"] / r["per_seq_s"] if ref else None
 
@@ -521,8 +532,8 @@ def markdown(meta: dict, e2e: list[dict], calls: list[dict]) -> str:
         lines += [
             "## End to end (per sequence; ratios from this run)",
             "",
-            "| model | method | L | B | ms / seq | target calls | head calls | tokens / target call | ms / round | x vs (c) sequential | x vs (b) paper ref |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| model | method | L | B | ms / seq | target calls | head calls | tokens / target call | ms / round | x vs (c) sequential | x vs (c-c) compiled sequential | x vs (b) paper ref |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
 
         def f(x, fmt="{:.2f}"):
@@ -533,7 +544,8 @@ def markdown(meta: dict, e2e: list[dict], calls: list[dict]) -> str:
                 f"| {r['model']} | {r['method']}: {r['label']} | {r['L']} | {r['B']} | "
                 f"{r['per_seq_s'] * 1e3:.1f} | {r['calls_per_seq']:.1f} | "
                 f"{r['draft_calls_per_seq']:.1f} | {r['tokens_per_call']:.2f} | "
-                f"{r['ms_per_round']:.2f} | {f(r['speedup_vs_c'])} | {f(r['speedup_vs_b'], '{:.1f}')} |"
+                f"{r['ms_per_round']:.2f} | {f(r['speedup_vs_c'])} | {f(r.get('speedup_vs_c-c'))} | "
+                f"{f(r['speedup_vs_b'], '{:.1f}')} |"
             )
     if calls:
         lines += [

@@ -45,11 +45,13 @@ def engine_and_batch(device="cpu", seed=0, dtype=torch.float32):
     return eng, batch
 
 
-def run(model, batch, sampler, graphs, device):
+def run(model, batch, sampler, graphs, device, compile=False):
     """Rounds with fixed shapes (the backend's sync-free mode), replayed or eager."""
     g = torch.Generator(device).manual_seed(11)
     out = []
-    rounds = assd.samplers.rounds(model, batch, sampler, g, graphs=graphs, sync_free=True)
+    rounds = assd.samplers.rounds(
+        model, batch, sampler, g, graphs=graphs, sync_free=True, compile=compile
+    )
     for state, rec in rounds:
         record = {k: v.tolist() for k, v in vars(rec).items()}  # every field, start too
         out.append((state.tokens.tolist(), state.nfe.tolist(), record))
@@ -64,6 +66,53 @@ def test_replayed_rounds_equal_eager_rounds(sampler, dtype):
     replayed = run(model, batch, sampler, True, "cpu")
     assert len(eager) > 3  # several rounds replayed
     assert replayed == eager
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sampler",
+    [Sequential(), ASSD(k=4, one_call=True), ASSD(k=3, draft="head", verify="block")],
+    ids=lambda s: s.name,
+)
+def test_compiled_rounds_equal_eager_rounds(sampler):
+    """torch.compile'd rounds (fused kernels) give the eager rounds' tokens in float32."""
+    model, batch = engine_and_batch()
+    eager = run(model, batch, sampler, False, "cpu")
+    compiled = run(model, batch, sampler, True, "cpu", compile=True)
+    assert len(eager) > 3
+    assert [c[:2] for c in compiled] == [e[:2] for e in eager]  # tokens and calls
+    for c, e in zip(compiled, eager):  # probabilities to float32 rounding
+        for key in ("p_draft", "p_oracle"):
+            assert torch.allclose(torch.tensor(c[2][key]), torch.tensor(e[2][key]), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "sampler", [Sequential(), ASSD(k=3, draft="head", verify="block")], ids=lambda s: s.name
+)
+def test_reading_flags_every_few_rounds_changes_nothing(sampler):
+    """sync_every > 1: rounds after the batch finished are no-ops; same final state."""
+    model, batch = engine_and_batch()
+
+    def final(every):
+        g = torch.Generator().manual_seed(5)
+        run = assd.samplers.rounds(model, batch, sampler, g, graphs=True, sync_every=every)
+        states = [st for st, _ in run]
+        last = states[-1]
+        return len(states), [getattr(last, f).tolist() for f in ("tokens", "nfe", "rounds", "n")]
+
+    n1, want = final(1)
+    n4, got = final(4)
+    assert got == want
+    assert n4 % 4 == 0 and n1 <= n4 < n1 + 4  # stopped at the first read after finishing
+    assert assd.sample(model, batch, sampler, torch.Generator().manual_seed(5), trace=False)
+    with pytest.raises(ValueError, match="sync_every"):
+        next(assd.samplers.rounds(model, batch, sampler, sync_every=0))
+
+
+def test_compile_needs_the_round_machinery():
+    model, batch = engine_and_batch()
+    with pytest.raises(ValueError, match="compile=True"):
+        next(assd.samplers.rounds(model, batch, Sequential(), graphs=False, compile=True))
 
 
 def test_a_broken_row_bound_is_flagged_not_silent():

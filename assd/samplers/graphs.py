@@ -13,6 +13,17 @@ numbers an eager round reads (``assd.rng.TorchRng``), so the tokens are the same
 seed. Anything that cannot be captured falls back to eager rounds, with a warning. On other
 devices the same machinery runs the round eagerly on the static buffers, which is how the tests
 check it without a GPU.
+
+Compiled rounds (``compile=True``). A replayed round still launches every kernel of the step:
+a few hundred for a 6-layer model, most of them tiny elementwise ops (softmax pieces, masks,
+gathers, acceptance, layer-norm and bias terms) that each cost a few microseconds of launch
+and memory round-trip. ``torch.compile`` of the whole step (one graph: the sampler and the
+backend are plain tensor code) fuses them into a few kernels, and the CUDA graph then replays
+the fused kernels. The price is the compilation (tens of seconds per sampler and batch shape,
+once per process). In float32 compiled rounds equal eager rounds to rounding (tested); in
+bfloat16 fused kernels keep float32 intermediates that eager ops round to bfloat16, so the
+probabilities differ at the bfloat16 rounding level and a seed's tokens may differ from an
+uncompiled run's (each is still an exact sample of the model as that run computes it).
 """
 
 from __future__ import annotations
@@ -24,6 +35,8 @@ from dataclasses import fields, replace
 import torch
 
 from .state import RoundRecord, State
+
+RECOMPILE_LIMIT = 64  # compiled steps kept per code object (every ASSD form shares ASSD.step)
 
 WARM_ROUNDS = 2  # eager rounds before the capture (the first round may compute many rows)
 
@@ -49,9 +62,22 @@ def _tensors(state: State) -> list[str]:
     return [f.name for f in fields(state) if isinstance(getattr(state, f.name), torch.Tensor)]
 
 
-def capture_round(sampler, state: State, session, rng) -> RoundGraph | None:
-    """Capture one round of ``sampler`` from ``state`` (None, with a warning, if it fails)."""
+def compiled_step(sampler) -> Callable:
+    """``sampler.step`` through ``torch.compile`` (static shapes, one graph per sampler and
+    batch shape; each distinct sampler configuration is a separate compiled entry)."""
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit"):  # renamed across torch releases
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
+    return torch.compile(sampler.step, dynamic=False)
+
+
+def capture_round(sampler, state: State, session, rng, compile: bool = False) -> RoundGraph | None:
+    """Capture one round of ``sampler`` from ``state`` (None, with a warning, if it fails).
+    ``compile``: the round's step goes through ``torch.compile`` first (module docstring)."""
     device = state.n.device
+    step = compiled_step(sampler) if compile else sampler.step
     static = replace(state, **{f: getattr(state, f).clone() for f in _tensors(state)})
     block = torch.zeros(state.n.shape[0], rng.width, device=device)
     rows = max_new_rows(state)
@@ -62,7 +88,7 @@ def capture_round(sampler, state: State, session, rng) -> RoundGraph | None:
         rng.block, rng.used, rng.frozen = block, 0, True
         try:
             with session.sync_free(rows):
-                out, record = sampler.step(static, session, rng)
+                out, record = step(static, session, rng)
         finally:
             rng.block, rng.used, rng.frozen = saved
         # The record may hold the round's *input* buffers (start = n, active): copy those out
@@ -95,7 +121,7 @@ def capture_round(sampler, state: State, session, rng) -> RoundGraph | None:
             rng.block, rng.used, rng.frozen = block, 0, True
             try:
                 with session.sync_free(rows):
-                    sampler.step(warm, session, rng)
+                    step(warm, session, rng)  # compiles here, outside the capture
             finally:
                 rng.block, rng.used, rng.frozen = saved
         torch.cuda.current_stream(device).wait_stream(side)

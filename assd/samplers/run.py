@@ -16,6 +16,8 @@ from .graphs import WARM_ROUNDS, capture_round, max_new_rows
 from .result import RoundTrace, SampleResult
 from .state import Outcome, RoundRecord, State
 
+SYNC_EVERY = 8  # rounds between host reads in sample(trace=False) on CUDA (see rounds)
+
 
 class Sampler(Protocol):
     name: str
@@ -183,6 +185,8 @@ def rounds(
     *,
     graphs: bool | None = None,
     sync_free: bool | None = None,
+    compile: bool = False,
+    sync_every: int = 1,
 ) -> Iterator[tuple[State, RoundRecord]]:
     """The bare loop: yields the device-side (state, record) after every round, no host copies.
 
@@ -191,7 +195,17 @@ def rounds(
     after WARM_ROUNDS eager rounds, each round is one replay of a captured CUDA graph of the
     sampler's whole step. sync_free (default: on CUDA, or with graphs): every round runs with
     the backend's fixed shapes, eager or replayed, so both give the same tokens for a seed.
+    compile: the captured round's step goes through ``torch.compile`` (fused kernels: fewer
+    launches per replay; compiles once per sampler and batch shape; see ``graphs.py``). It
+    needs the round machinery (graphs is then on by default, on any device).
+    sync_every: read the "any row active?" flag (and the error flags) every this many rounds
+    only, so the host queues rounds ahead of the device instead of waiting for each one. Rounds
+    after every row has finished change nothing (a finished row draws no calls and commits
+    nothing), so up to sync_every - 1 idle rounds may be yielded at the end; errors surface at
+    the next read. 1: every round (what streaming consumers need).
     """
+    if not isinstance(sync_every, int) or sync_every < 1:
+        raise ValueError(f"sync_every must be an int >= 1, got {sync_every!r}")
     check_arguments(model, batch, sampler, generator)
     batch = checked_batch(model, batch)
     device = batch.tokens.device
@@ -199,15 +213,20 @@ def rounds(
     state = sampler.init(batch, model.forbidden_ids, model.vocab_size)
     rng = TorchRng(generator)
     cuda = device.type == "cuda"
-    graphs = (cuda if graphs is None else graphs) and session.can_sync_free
+    graphs = (cuda or compile if graphs is None else graphs) and session.can_sync_free
     static = (cuda or graphs if sync_free is None else sync_free) and session.can_sync_free
+    if compile and not graphs:
+        raise ValueError(
+            "compile=True compiles the captured round: it needs graphs=True or None (any device) "
+            "and a backend that can run sync-free, such as the engine (XLNetEngine)"
+        )
     rows = max_new_rows(state)
     graph, n_round = None, 0
     going = bool(state.active.any())
     while going:
         n_round += 1
         if graphs and graph is None and n_round > WARM_ROUNDS:
-            graph = capture_round(sampler, state, session, rng)  # None if it cannot be captured
+            graph = capture_round(sampler, state, session, rng, compile)  # None: cannot capture
             graphs = graph is not None
         if graph is not None:
             state, rec = graph.replay(rng)
@@ -215,9 +234,10 @@ def rounds(
             rng.start_round(batch.size, device)
             with session.sync_free(rows) if static else contextlib.nullcontext():
                 state, rec = sampler.step(state, session, rng)
-        flags = torch.cat([state.active.any()[None], session.round_flags()]).tolist()
-        going = flags[0]  # the round's one host sync
-        session.raise_if_bad(flags[1:])
+        if n_round % sync_every == 0 or graph is None:  # eager rounds: every round
+            flags = torch.cat([state.active.any()[None], session.round_flags()]).tolist()
+            going = flags[0]  # the round's one host sync
+            session.raise_if_bad(flags[1:])
         yield state, rec
 
 
@@ -229,6 +249,7 @@ def generate(
     *,
     trace: bool = True,
     graphs: bool | None = None,
+    compile: bool = False,
 ) -> Iterator[RoundEvent]:
     """Run ``sampler`` on ``batch``, yielding a :class:`RoundEvent` (on the CPU) after every round.
 
@@ -236,7 +257,8 @@ def generate(
     """
     check_arguments(model, batch, sampler, generator)
     n_prompt = batch.n_prompt
-    for i, (state, rec) in enumerate(rounds(model, batch, sampler, generator, graphs=graphs), 1):
+    run = rounds(model, batch, sampler, generator, graphs=graphs, compile=compile)
+    for i, (state, rec) in enumerate(run, 1):
         traces = traces_of(rec, state) if trace else [None] * batch.size
         yield RoundEvent(
             i,
@@ -260,19 +282,25 @@ def sample(
     callback: Callable[[RoundEvent], None] | None = None,
     progress: bool = False,
     graphs: bool | None = None,
+    compile: bool = False,
 ) -> list[SampleResult]:
     """Sample every row of ``batch`` to completion; one :class:`SampleResult` per row.
 
     With ``trace=False`` and no callback or progress bar nothing leaves the device until the end
     (the fast path for benchmarks and evaluations). ``graphs``: replay whole rounds as CUDA
-    graphs (default: on CUDA with the engine; see :func:`rounds`).
+    graphs (default: on CUDA with the engine; see :func:`rounds`); ``compile``: fuse each
+    captured round's kernels with ``torch.compile`` (see :func:`rounds`).
     """
     check_arguments(model, batch, sampler, generator)
     B = batch.size
     gen = (batch.length - batch.n_prompt).tolist()
     if not (trace or callback or progress):
         state = None
-        for last, _ in rounds(model, batch, sampler, generator, graphs=graphs):
+        every = SYNC_EVERY if batch.tokens.device.type == "cuda" else 1  # CPU: no queue to fill
+        run = rounds(
+            model, batch, sampler, generator, graphs=graphs, compile=compile, sync_every=every
+        )
+        for last, _ in run:
             state = last
         assert state is not None
         toks, nfe, rnd = state.tokens.tolist(), state.nfe.tolist(), state.rounds.tolist()
@@ -281,7 +309,8 @@ def sample(
     traces: list[list[RoundTrace]] = [[] for _ in range(B)]
     event = None
     bar = tqdm(total=sum(gen), desc=sampler.name, disable=not progress, unit="tok")
-    for event in generate(model, batch, sampler, generator, trace=trace, graphs=graphs):
+    events = generate(model, batch, sampler, generator, trace=trace, graphs=graphs, compile=compile)
+    for event in events:
         for b, t in enumerate(event.traces):
             if t is not None:
                 traces[b].append(t)
