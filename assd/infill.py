@@ -53,6 +53,9 @@ class Infilled:
         return self.text
 
 
+SHAPE_STEP = 64  # batch widths of models with compiled rounds are multiples of this
+
+
 def infill(
     text: str | Sequence[str],
     model: str | Loaded = "prose",
@@ -95,7 +98,11 @@ def infill(
         infills.append(inf)
     if not isinstance(order, str):
         raise TypeError(f"order must be 'left-to-right' or 'random', got {type(order).__name__}")
-    batch = infills_to_batch(infills, order=order, generator=g)
+    # Compiled rounds compile once per shape: widths in steps of 64 keep the shapes few.
+    pad_to = SHAPE_STEP if getattr(lm.model, "compile_rounds", False) else 1
+    batch = infills_to_batch(
+        infills, order=order, generator=g, pad_to=pad_to, max_length=lm.model.max_length
+    )
     results = sample(lm.model, batch, smp, generator=g, trace=False)
     done = batch.with_tokens(torch.tensor([r.tokens for r in results], dtype=torch.long))
     lls = log_likelihood(lm.model, done).tolist()

@@ -100,6 +100,7 @@ def load(
     backend: str = "auto",
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    compile: bool = False,
 ) -> Loaded:
     """Load a model by short name ("prose", "code"), local directory or Hub id (+ revision).
 
@@ -108,9 +109,19 @@ def load(
     reason logged on the "assd" logger). Weights are read from safetensors only. The model's
     ``mask_id`` is the tokenizer's mask token (prompts must not contain it). dtype: of the
     weights; by default the engine runs in :func:`default_dtype` (bfloat16 where the hardware
-    runs it natively) and the reference backend in float32.
+    runs it natively) and the reference backend in float32. compile: sample with compiled
+    rounds (``torch.compile`` of each whole round before its CUDA graph capture: fewer, fused
+    kernels; on an H200 1.4x faster sequential decoding and up to 1.9x faster head-drafted ASSD
+    at batch 1), paid for by a compilation of tens of seconds per sampler and batch shape,
+    once per process. Engine backend only.
     """
     from transformers import AutoTokenizer
+
+    if compile and backend == "reference":
+        raise ValueError(
+            "compile=True compiles the engine's rounds: use backend='engine' or 'auto' "
+            "(the reference backend cannot run a round without host syncs)"
+        )
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -154,6 +165,14 @@ def load(
     model = wrap(
         net, forbidden, max_length, backend, mask_id=mask_id, head=head, dtype=engine_dtype
     )
+    if compile:
+        if not hasattr(model, "compile_rounds"):
+            raise ValueError(
+                f"compile=True: {name_or_path!r} runs on the reference backend (the engine "
+                "cannot run it, see the 'assd' log), whose rounds cannot be compiled; load it "
+                "with compile=False"
+            )
+        model.compile_rounds = True
     return Loaded(model, tokenizer, name_or_path, revision, ws)
 
 

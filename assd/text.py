@@ -169,16 +169,23 @@ def infills_to_batch(
     order: str | Sequence[Sequence[int]] = "left-to-right",
     generator: torch.Generator | None = None,
     pad_id: int | None = None,
+    pad_to: int = 1,
+    max_length: int | None = None,
 ) -> Batch:
     """Stack infills (ragged lengths are padded at the end) into a :class:`Batch`.
 
     order: "left-to-right" (the masked positions in reading order, the paper's convention),
     "random" (a uniformly random order over each row's masked positions), or one explicit list of
-    masked positions per row.
+    masked positions per row. pad_to: round the batch's width up to a multiple of this (never
+    past ``max_length``), so that compiled rounds, which compile once per shape, see few shapes;
+    padding is never generated.
     """
     if not infills:
         raise ValueError("infills must hold at least one Infill")
+    if not isinstance(pad_to, int) or pad_to < 1:
+        raise ValueError(f"pad_to must be an int >= 1, got {pad_to!r}")
     L = max(len(f.ids) for f in infills)
+    L = max(L, min(-(-L // pad_to) * pad_to, max_length or L * pad_to))
     B = len(infills)
     tokens = torch.full((B, L), infills[0].blank_id if pad_id is None else pad_id, dtype=torch.long)
     mask = torch.ones(B, L, dtype=torch.bool)  # padding counts as masked: it takes the last ranks

@@ -49,6 +49,33 @@ def test_infill_is_the_low_level_pipeline_in_one_call(tiny_model_dir):
     assert out.sampler == "assd-self(k=3)"
 
 
+def test_padding_the_batch_width_changes_no_row(tiny_model_dir):
+    """pad_to (what compiled rounds use to keep shapes few) pads columns nobody generates."""
+    lm = assd.load(tiny_model_dir)
+    inf = parse_markup("The cat sat on the [MASK:6] The dog.", lm.tokenizer)
+    n = len(inf.ids)
+    plain = infills_to_batch([inf])
+    padded = infills_to_batch([inf], pad_to=64, max_length=lm.model.max_length)
+    assert padded.tokens.shape[1] == min(64, lm.model.max_length or 64) >= n
+    assert infills_to_batch([inf], pad_to=8, max_length=n).tokens.shape[1] == n  # capped
+    res = [
+        assd.sample(lm.model, b, assd.ASSD(k=3), torch.Generator().manual_seed(2))[0]
+        for b in (plain, padded)
+    ]
+    assert res[1].n_generated == res[0].n_generated == 6
+    assert res[1].tokens[:n] == res[0].tokens  # same draws: padding takes the last ranks
+    with pytest.raises(ValueError, match="pad_to"):
+        infills_to_batch([inf], pad_to=0)
+
+
+def test_load_with_compiled_rounds(tiny_model_dir):
+    """compile=True marks the engine (the sampling loop compiles its rounds); reference: error."""
+    lm = assd.load(tiny_model_dir, compile=True)
+    assert lm.model.compile_rounds and not assd.load(tiny_model_dir).model.compile_rounds
+    with pytest.raises(ValueError, match="compile=True.*backend='engine'"):
+        assd.load(tiny_model_dir, backend="reference", compile=True)
+
+
 def test_a_list_of_texts_is_one_batch(tiny_model_dir):
     texts = [
         "The cat [MASK:3] mat.",

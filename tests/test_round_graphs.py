@@ -113,6 +113,10 @@ def test_compile_needs_the_round_machinery():
     model, batch = engine_and_batch()
     with pytest.raises(ValueError, match="compile=True"):
         next(assd.samplers.rounds(model, batch, Sequential(), graphs=False, compile=True))
+    model.compile_rounds = True  # the model's preference is the default (assd.load(compile=))
+    with pytest.raises(ValueError, match="compile=True"):
+        next(assd.samplers.rounds(model, batch, Sequential(), graphs=False))
+    assert next(assd.samplers.rounds(model, batch, Sequential(), graphs=False, compile=False))
 
 
 def test_a_broken_row_bound_is_flagged_not_silent():

@@ -62,6 +62,9 @@ class XLNetEngine:
     check: validate every query set against the protocol (folded into the call's one sync).
     max_idle: ended sessions' workspaces kept for reuse (the rest are freed; memory stays bounded).
     mask_id: the tokenizer's mask token id (``assd.load`` sets it): prompts must not contain it.
+    compile_rounds: a preference the sampling loop reads (``assd.sample(compile=None)``): fuse
+    each captured sampler round with ``torch.compile`` (``assd.samplers.graphs``). The engine
+    itself does not change; it only runs sync-free, which is what makes whole rounds compilable.
 
     Thread-safe: sessions of one engine may run in several threads at once (each session owns its
     workspace; the shared pool of idle workspaces is guarded by a lock).
@@ -83,8 +86,10 @@ class XLNetEngine:
         max_idle: int = 4,
         mask_id: int | None = None,
         head=None,
+        compile_rounds: bool = False,
     ):
         self.w = weights
+        self.compile_rounds = bool(compile_rounds)
         if head is not None:  # the draft head runs in the engine's dtype, on its device
             self.w.head = head.to(device=weights.emb.device, dtype=weights.emb.dtype)
         self.vocab_size = weights.vocab_size

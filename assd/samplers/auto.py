@@ -12,7 +12,9 @@ How: the model writes its own calibration text (a sequential sample from one vis
 which is then masked at the paper's rate (95%) and filled by each candidate, twice, timed.
 A speculative form is chosen only if it beats Sequential by MARGIN per token; otherwise the
 answer is Sequential: the default is never slower than sequential decoding beyond the noise of
-that timing. Results are cached per model, device, temperature and kind.
+that timing. Results are cached per model, device, temperature and whether the model's rounds
+are compiled (``assd.load(..., compile=True)``: then every candidate is timed compiled, its
+compilation in the untimed first run).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def fastest(
     :func:`calibrate` to choose from instead of measuring."""
     with _LOCK:
         per_model = _CACHE.setdefault(model, {})
-        key = (str(model.device), float(temperature))
+        key = (str(model.device), float(temperature), getattr(model, "compile_rounds", False))
         if calibration is None and key not in per_model:
             per_model[key] = calibrate(model, temperature)
         ranked = calibration or per_model[key]

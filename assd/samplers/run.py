@@ -185,7 +185,7 @@ def rounds(
     *,
     graphs: bool | None = None,
     sync_free: bool | None = None,
-    compile: bool = False,
+    compile: bool | None = None,
     sync_every: int = 1,
 ) -> Iterator[tuple[State, RoundRecord]]:
     """The bare loop: yields the device-side (state, record) after every round, no host copies.
@@ -197,7 +197,8 @@ def rounds(
     the backend's fixed shapes, eager or replayed, so both give the same tokens for a seed.
     compile: the captured round's step goes through ``torch.compile`` (fused kernels: fewer
     launches per replay; compiles once per sampler and batch shape; see ``graphs.py``). It
-    needs the round machinery (graphs is then on by default, on any device).
+    needs the round machinery (graphs is then on by default, on any device). None: the model's
+    preference (``compile_rounds``, set by ``assd.load(..., compile=True)``), else off.
     sync_every: read the "any row active?" flag (and the error flags) every this many rounds
     only, so the host queues rounds ahead of the device instead of waiting for each one. Rounds
     after every row has finished change nothing (a finished row draws no calls and commits
@@ -207,6 +208,8 @@ def rounds(
     if not isinstance(sync_every, int) or sync_every < 1:
         raise ValueError(f"sync_every must be an int >= 1, got {sync_every!r}")
     check_arguments(model, batch, sampler, generator)
+    if compile is None:
+        compile = bool(getattr(model, "compile_rounds", False))
     batch = checked_batch(model, batch)
     device = batch.tokens.device
     session = CheckedSession(model.open(batch), model, device)
@@ -249,7 +252,7 @@ def generate(
     *,
     trace: bool = True,
     graphs: bool | None = None,
-    compile: bool = False,
+    compile: bool | None = None,
 ) -> Iterator[RoundEvent]:
     """Run ``sampler`` on ``batch``, yielding a :class:`RoundEvent` (on the CPU) after every round.
 
@@ -282,7 +285,7 @@ def sample(
     callback: Callable[[RoundEvent], None] | None = None,
     progress: bool = False,
     graphs: bool | None = None,
-    compile: bool = False,
+    compile: bool | None = None,
 ) -> list[SampleResult]:
     """Sample every row of ``batch`` to completion; one :class:`SampleResult` per row.
 
