@@ -19,7 +19,7 @@ import torch
 from .likelihood import log_likelihood
 from .loading import EMBEDDED, Loaded, load, resolve
 from .samplers import ASSD, MeanField, Sequential, fastest, sample
-from .text import MarkupError, decode, infills_to_batch, parse_markup
+from .text import COMPILED_WIDTH_STEP, MarkupError, decode, infills_to_batch, parse_markup
 
 SAMPLERS = ("fastest", "assd", "one-call", "sequential", "mean-field")
 DEFAULT_K = 5  # proposals per round when a sampler that takes k is named without one
@@ -51,9 +51,6 @@ class Infilled:
 
     def __str__(self) -> str:
         return self.text
-
-
-SHAPE_STEP = 64  # batch widths of models with compiled rounds are multiples of this
 
 
 def infill(
@@ -99,7 +96,7 @@ def infill(
     if not isinstance(order, str):
         raise TypeError(f"order must be 'left-to-right' or 'random', got {type(order).__name__}")
     # Compiled rounds compile once per shape: widths in steps of 64 keep the shapes few.
-    pad_to = SHAPE_STEP if getattr(lm.model, "compile_rounds", False) else 1
+    pad_to = COMPILED_WIDTH_STEP if getattr(lm.model, "compile_rounds", False) else 1
     batch = infills_to_batch(
         infills, order=order, generator=g, pad_to=pad_to, max_length=lm.model.max_length
     )

@@ -105,6 +105,9 @@ class Infill:
         return Infill(ids, mask, self.blank_id, list(self.hidden))
 
 
+COMPILED_WIDTH_STEP = 64  # batch widths for models with compiled rounds (few shapes to compile)
+
+
 def parse_markup(
     text: str, tokenizer, max_length: int | None = None, *, require_mask: bool = True
 ) -> Infill:

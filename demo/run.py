@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 import assd
-from assd.text import Infill, decode, infills_to_batch
+from assd.text import COMPILED_WIDTH_STEP, Infill, decode, infills_to_batch
 
 from .inputs import build_infill
 from .models import DemoError, ModelCache
@@ -156,7 +156,14 @@ def _stream(cache: ModelCache, req: Request) -> Iterator[Frame]:
     lm = cache.get(req.model, req.revision)
     g = torch.Generator().manual_seed(int(req.seed))
     inf = build_infill(req.text, lm.tokenizer, req.mask_mode, req.rate, g, max_tokens(lm))
-    batch = infills_to_batch([inf], order=req.order, generator=g)
+    compiled = getattr(lm.model, "compile_rounds", False)  # few widths: few compilations
+    batch = infills_to_batch(
+        [inf],
+        order=req.order,
+        generator=g,
+        pad_to=COMPILED_WIDTH_STEP if compiled else 1,
+        max_length=lm.model.max_length,
+    )
     lanes = make_lanes(lm, inf, batch, req)
     try:
         yield from _replay(lm, inf, batch, lanes, req.slow)

@@ -444,9 +444,14 @@ def test_app_flags_and_env_choose_the_models_and_server(monkeypatch):
         "server_port": 7999,
         "share": False,
     }
+    assert calls["build"][2].loader is assd.load  # rounds not compiled unless asked
     calls.clear()
     app.main(["--model", "therealgabeguo/ASARM@nlp", "--allow-any-model", "--no-preload"])
     assert calls["build"][:2] == ("therealgabeguo/ASARM", "nlp") and calls["build"][2].allow_any
+    calls.clear()
+    monkeypatch.setenv("ASSD_COMPILE", "1")
+    app.main(["--no-preload"])
+    assert calls["build"][2].loader.keywords == {"compile": True}
 
 
 def test_examples_switch_between_embedded_models_only():
