@@ -109,6 +109,24 @@ def test_reading_flags_every_few_rounds_changes_nothing(sampler):
         next(assd.samplers.rounds(model, batch, sampler, sync_every=0))
 
 
+def test_a_round_that_cannot_compile_runs_uncompiled(monkeypatch):
+    """No compiler (or an op it cannot take): a warning, and the uncompiled round's tokens."""
+    from assd.samplers import graphs
+
+    def broken(sampler):
+        def step(*a, **kw):
+            raise RuntimeError("no C++ compiler found")
+
+        return step
+
+    monkeypatch.setattr(graphs, "compiled_step", broken)
+    model, batch = engine_and_batch()
+    sampler = ASSD(k=3, draft="head")
+    with pytest.warns(UserWarning, match="compiling the round failed.*no C\\+\\+ compiler"):
+        got = run(model, batch, sampler, True, "cpu", compile=True)
+    assert got == run(model, batch, sampler, False, "cpu")
+
+
 def test_compile_needs_the_round_machinery():
     model, batch = engine_and_batch()
     with pytest.raises(ValueError, match="compile=True"):

@@ -73,24 +73,44 @@ def compiled_step(sampler) -> Callable:
     return torch.compile(sampler.step, dynamic=False)
 
 
+def _step_on(step, st: State, session, rng, block: torch.Tensor, rows: int):
+    """``step(st)`` reading the static block of uniforms, with the backend sync-free."""
+    saved = rng.block, rng.used, rng.frozen
+    rng.block, rng.used, rng.frozen = block, 0, True
+    try:
+        with session.sync_free(rows):
+            return step(st, session, rng)
+    finally:
+        rng.block, rng.used, rng.frozen = saved
+
+
+def _copy(state: State) -> State:
+    return replace(state, **{f: getattr(state, f).clone() for f in _tensors(state)})
+
+
 def capture_round(sampler, state: State, session, rng, compile: bool = False) -> RoundGraph | None:
     """Capture one round of ``sampler`` from ``state`` (None, with a warning, if it fails).
-    ``compile``: the round's step goes through ``torch.compile`` first (module docstring)."""
+    ``compile``: the round's step goes through ``torch.compile`` first (module docstring); if
+    compiling fails, rounds run uncompiled, with a warning.
+
+    Warm-up rounds run on a copy of the state: their cache writes are the ones the first replay
+    makes again (same tokens); their state change is discarded."""
     device = state.n.device
-    step = compiled_step(sampler) if compile else sampler.step
-    static = replace(state, **{f: getattr(state, f).clone() for f in _tensors(state)})
+    static = _copy(state)
     block = torch.zeros(state.n.shape[0], rng.width, device=device)
     rows = max_new_rows(state)
+    step = sampler.step
+    if compile:
+        try:  # compile now, on a copy (on CUDA: before the capture, which cannot compile)
+            step = compiled_step(sampler)
+            _step_on(step, _copy(static), session, rng, block, rows)
+        except Exception as e:  # no compiler on this machine, an unsupported op, ...
+            warnings.warn(f"compiling the round failed, rounds run uncompiled: {e}", stacklevel=3)
+            step = sampler.step
 
     def round_in_place() -> RoundRecord:
         """One round on the static buffers, reading the static block of uniforms."""
-        saved = rng.block, rng.used, rng.frozen
-        rng.block, rng.used, rng.frozen = block, 0, True
-        try:
-            with session.sync_free(rows):
-                out, record = step(static, session, rng)
-        finally:
-            rng.block, rng.used, rng.frozen = saved
+        out, record = _step_on(step, static, session, rng, block, rows)
         # The record may hold the round's *input* buffers (start = n, active): copy those out
         # before the in-place update below overwrites them with the next round's state.
         inputs = {id(getattr(static, name)) for name in _tensors(static)}
@@ -111,19 +131,11 @@ def capture_round(sampler, state: State, session, rng, compile: bool = False) ->
     if device.type != "cuda":
         return RoundGraph(round_in_place, static, block)
     try:
-        # Warm up on a side stream (lazy allocations, library handles); its cache writes are
-        # the ones the first replay makes again (same tokens), its state change is discarded.
+        # Warm up on a side stream (lazy allocations, library handles).
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
-        warm = replace(static, **{f: getattr(static, f).clone() for f in _tensors(static)})
         with torch.cuda.stream(side):
-            saved = rng.block, rng.used, rng.frozen
-            rng.block, rng.used, rng.frozen = block, 0, True
-            try:
-                with session.sync_free(rows):
-                    step(warm, session, rng)  # compiles here, outside the capture
-            finally:
-                rng.block, rng.used, rng.frozen = saved
+            _step_on(step, _copy(static), session, rng, block, rows)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
