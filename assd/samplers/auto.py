@@ -102,7 +102,9 @@ def fastest(
     once (seconds on a CPU) and cached. Sequential decoding unless a speculative form is at least
     MARGIN faster per token. ``speculative=True``: the fastest speculative form even when
     sequential decoding is faster (to show ASSD at its best). ``calibration``: a result of
-    :func:`calibrate` to choose from instead of measuring."""
+    :func:`calibrate` to choose from instead of measuring. On a model loaded with
+    ``compile=True`` every candidate is compiled for the calibration shape first (about a
+    minute or two on a GPU, once per process)."""
     with _LOCK:
         per_model = _CACHE.setdefault(model, {})
         key = (str(model.device), float(temperature), getattr(model, "compile_rounds", False))
