@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import warnings
 
 import pytest
 import torch
@@ -208,3 +209,26 @@ def test_cuda_graph_engine_under_concurrent_load():
     concurrent_matches_serial(engine, n_threads=8, rounds=4)
     graphs = [g for _, ws in engine._free for g in ws.graphs.values()]
     assert graphs and all(g is not None for g in graphs), "no graph captured (or a capture failed)"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (runs on a GPU machine)")
+def test_cuda_round_graphs_from_threads_match_serial():
+    """Whole-round captures from 4 threads at once (one capture at a time, others keep
+    replaying): the tokens of one thread alone, and no capture falls back to eager rounds."""
+    engine = XLNetEngine.from_hf(tiny_net().cuda(), max_idle=8)
+    V = engine.vocab_size
+
+    def run(sh, sd):
+        b = batch_for(sh, sd, V, "cuda")
+        g = torch.Generator("cuda").manual_seed(sd)
+        return [r.tokens for r in assd.sample(engine, b, assd.ASSD(k=3), g, trace=False)]
+
+    want = {i: run(SHAPES[i % 12], i) for i in range(12)}
+
+    def work(i):
+        for j in (i, i + 4, i + 8):
+            assert run(SHAPES[j % 12], j) == want[j]
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="round capture failed")  # raise, not fall back
+        assert run_threads(work, 4) == []

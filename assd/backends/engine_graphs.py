@@ -10,19 +10,17 @@ returns to its engine's pool when its session is garbage collected.
 
 from __future__ import annotations
 
-import threading
 import warnings
 from dataclasses import dataclass, field
 
 import torch
 
+from ..capture import CAPTURE_LOCK
 from .engine_attention import Rows, forward_rows, lm_head
 from .engine_weights import XLNetWeights
 
 BUCKETS = (1, 2, 4, 8, 16, 32)  # content-row counts with a graph; more rows run eagerly
 MAX_GRAPH_ROWS = 160  # calls with more rows (content + queries) run eagerly
-# PyTorch allows one capture at a time per process (torch.cuda.graph shares one capture stream).
-_CAPTURE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -123,7 +121,7 @@ def _capture(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, k
     Thread-safe: captures are serialized, and a capture in "thread_local" mode lets other
     threads' sessions keep running (and syncing) meanwhile.
     """
-    with _CAPTURE_LOCK:
+    with CAPTURE_LOCK:  # one capture at a time per process (assd.capture)
         return _capture_locked(weights, ws, s, W, span, key)
 
 

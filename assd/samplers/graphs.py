@@ -34,6 +34,7 @@ from dataclasses import fields, replace
 
 import torch
 
+from ..capture import CAPTURE_LOCK
 from .state import RoundRecord, State
 
 RECOMPILE_LIMIT = 64  # compiled steps kept per code object (every ASSD form shares ASSD.step)
@@ -131,15 +132,17 @@ def capture_round(sampler, state: State, session, rng, compile: bool = False) ->
     if device.type != "cuda":
         return RoundGraph(round_in_place, static, block)
     try:
-        # Warm up on a side stream (lazy allocations, library handles).
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            _step_on(step, _copy(static), session, rng, block, rows)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            record = round_in_place()
+        # One capture at a time per process; other threads' sessions keep running meanwhile.
+        with CAPTURE_LOCK:
+            # Warm up on a side stream (lazy allocations, library handles).
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                _step_on(step, _copy(static), session, rng, block, rows)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                record = round_in_place()
     except Exception as e:  # anything not capturable on this build: stay eager
         warnings.warn(f"round capture failed, running rounds eagerly: {e}", stacklevel=3)
         return None
