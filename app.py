@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         default=env("ASSD_COMPILE", "").lower() in TRUE,
         help="sample with compiled rounds (assd.load(compile=True)): faster on a GPU after a "
-        "compilation of tens of seconds per sampler and text width (env ASSD_COMPILE)",
+        "compilation of tens of seconds per sampler, temperature and text width (64-token "
+        "steps); the first run of each includes it in its timings (env ASSD_COMPILE)",
     )
     args = p.parse_args(argv)
     if args.cache_size < 1 or args.concurrency < 1 or args.max_body < 1024:

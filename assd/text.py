@@ -188,9 +188,10 @@ def infills_to_batch(
     if not isinstance(pad_to, int) or pad_to < 1:
         raise ValueError(f"pad_to must be an int >= 1, got {pad_to!r}")
     L = max(len(f.ids) for f in infills)
-    L = max(L, min(-(-L // pad_to) * pad_to, max_length or L * pad_to))
+    width = max(L, min(-(-L // pad_to) * pad_to, max_length or L * pad_to))
     B = len(infills)
-    tokens = torch.full((B, L), infills[0].blank_id if pad_id is None else pad_id, dtype=torch.long)
+    fill = infills[0].blank_id if pad_id is None else pad_id
+    tokens = torch.full((B, L), fill, dtype=torch.long)
     mask = torch.ones(B, L, dtype=torch.bool)  # padding counts as masked: it takes the last ranks
     for b, f in enumerate(infills):
         tokens[b, : len(f.ids)] = torch.tensor(f.ids, dtype=torch.long)
@@ -209,6 +210,10 @@ def infills_to_batch(
                 f"order must give one position list per infill ({B}), got {len(order)}"
             )
         sigma = explicit_order(mask, order, length)[0]
+    if width > L:  # padded after the orders are drawn: the same orders (and draws) as unpadded
+        extra = torch.arange(L, width, dtype=torch.long).expand(B, -1)  # the last ranks
+        tokens = torch.cat([tokens, torch.full_like(extra, fill)], 1)
+        sigma = torch.cat([sigma, extra], 1)
     return make_batch(tokens, sigma, n_prompt, length)
 
 

@@ -160,7 +160,8 @@ def warm_up(lm: assd.Loaded) -> None:
     try:
         batch = infills_to_batch([Infill.from_parts(lm.tokenizer, "a", 3, " b")])
         for sampler in (assd.Sequential(), assd.ASSD(k=2), assd.ASSD(k=2, one_call=True)):
-            assd.sample(lm.model, batch, sampler, trace=False)
+            # Not compiled: this tiny width is never served (compiled models see widths of 64).
+            assd.sample(lm.model, batch, sampler, trace=False, compile=False)
     except Exception:  # best effort: a model that cannot do this fails later with a message
         pass
 

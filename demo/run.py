@@ -199,7 +199,7 @@ def _replay(lm, inf: Infill, batch, lanes: list[Lane], slow: float) -> Iterator[
             texts[0] if texts else "",
             done=done,
             hidden=list(inf.hidden),
-            tokens=[list(lane.tokens) for lane in lanes],
+            tokens=[list(lane.tokens)[:L] for lane in lanes],  # without width padding
             texts=texts,
             max_length=max_tokens(lm),
         )

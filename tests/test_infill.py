@@ -66,6 +66,13 @@ def test_padding_the_batch_width_changes_no_row(tiny_model_dir):
     assert res[1].tokens[:n] == res[0].tokens  # same draws: padding takes the last ranks
     with pytest.raises(ValueError, match="pad_to"):
         infills_to_batch([inf], pad_to=0)
+    # Random orders are drawn before padding: the same orders and the same generator state.
+    infs = [inf, parse_markup("a [MASK:3] b", lm.tokenizer)]
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a = infills_to_batch(infs, order="random", generator=g1)
+    b = infills_to_batch(infs, order="random", generator=g2, pad_to=64, max_length=None)
+    assert b.tokens.shape[1] == 64 and torch.equal(b.sigma[:, :n], a.sigma)
+    assert torch.equal(b.tokens[:, :n], a.tokens) and torch.equal(g1.get_state(), g2.get_state())
 
 
 def test_load_with_compiled_rounds(tiny_model_dir):

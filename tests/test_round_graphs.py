@@ -131,10 +131,22 @@ def test_compile_needs_the_round_machinery():
     model, batch = engine_and_batch()
     with pytest.raises(ValueError, match="compile=True"):
         next(assd.samplers.rounds(model, batch, Sequential(), graphs=False, compile=True))
-    model.compile_rounds = True  # the model's preference is the default (assd.load(compile=))
-    with pytest.raises(ValueError, match="compile=True"):
-        next(assd.samplers.rounds(model, batch, Sequential(), graphs=False))
-    assert next(assd.samplers.rounds(model, batch, Sequential(), graphs=False, compile=False))
+    model.compile_rounds = True  # the model's preference: the default, unless graphs are off
+    assert next(assd.samplers.rounds(model, batch, Sequential(), graphs=False))
+
+
+def test_past_the_compile_cap_rounds_run_uncompiled(monkeypatch):
+    """Once MAX_COMPILED distinct rounds are compiled, new ones warn and stay uncompiled."""
+    from assd.samplers import graphs
+
+    calls = []
+    monkeypatch.setattr(graphs, "compiled_step", lambda s: calls.append(s) or s.step)
+    monkeypatch.setattr(graphs, "_compiled", {("other", i) for i in range(graphs.MAX_COMPILED)})
+    model, batch = engine_and_batch()
+    sampler = ASSD(k=2)
+    with pytest.warns(UserWarning, match="runs uncompiled"):
+        got = run(model, batch, sampler, True, "cpu", compile=True)
+    assert not calls and got == run(model, batch, sampler, False, "cpu")
 
 
 def test_a_broken_row_bound_is_flagged_not_silent():

@@ -28,6 +28,7 @@ uncompiled run's (each is still an exact sample of the model as that run compute
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import fields, replace
@@ -38,6 +39,11 @@ from ..capture import CAPTURE_LOCK
 from .state import RoundRecord, State
 
 RECOMPILE_LIMIT = 64  # compiled steps kept per code object (every ASSD form shares ASSD.step)
+# Distinct compiled rounds (sampler settings x batch shape x model) one process compiles; past
+# this, new ones run uncompiled with a warning, rather than silently once dynamo's limit is hit.
+MAX_COMPILED = 48
+_compiled: set = set()
+_compiled_lock = threading.Lock()
 
 WARM_ROUNDS = 2  # eager rounds before the capture (the first round may compute many rows)
 
@@ -74,6 +80,25 @@ def compiled_step(sampler) -> Callable:
     return torch.compile(sampler.step, dynamic=False)
 
 
+def _may_compile(sampler, state: State, session) -> bool:
+    """Count this (sampler settings, batch shape, model) as compiled, unless MAX_COMPILED
+    distinct ones already are (then warn: this round runs uncompiled)."""
+    backend = getattr(session, "session", session)
+    model = getattr(backend, "engine", backend)
+    key = (repr(sampler), tuple(state.tokens.shape), state.k, str(state.n.device), id(model))
+    with _compiled_lock:
+        if key in _compiled or len(_compiled) < MAX_COMPILED:
+            _compiled.add(key)
+            return True
+    warnings.warn(
+        f"{MAX_COMPILED} distinct rounds (sampler settings x batch shape x model) are compiled "
+        f"in this process already: {sampler.name} at width {state.tokens.shape[1]} runs "
+        "uncompiled (use fewer temperatures, k or widths, e.g. infills_to_batch(pad_to=64))",
+        stacklevel=4,
+    )
+    return False
+
+
 def _step_on(step, st: State, session, rng, block: torch.Tensor, rows: int):
     """``step(st)`` reading the static block of uniforms, with the backend sync-free."""
     saved = rng.block, rng.used, rng.frozen
@@ -101,10 +126,11 @@ def capture_round(sampler, state: State, session, rng, compile: bool = False) ->
     block = torch.zeros(state.n.shape[0], rng.width, device=device)
     rows = max_new_rows(state)
     step = sampler.step
-    if compile:
-        try:  # compile now, on a copy (on CUDA: before the capture, which cannot compile)
-            step = compiled_step(sampler)
-            _step_on(step, _copy(static), session, rng, block, rows)
+    if compile and _may_compile(sampler, state, session):
+        try:  # compile now, on a copy (on CUDA: before the capture, which cannot compile);
+            with CAPTURE_LOCK:  # no other thread captures while this one compiles
+                step = compiled_step(sampler)
+                _step_on(step, _copy(static), session, rng, block, rows)
         except Exception as e:  # no compiler on this machine, an unsupported op, ...
             warnings.warn(f"compiling the round failed, rounds run uncompiled: {e}", stacklevel=3)
             step = sampler.step

@@ -208,8 +208,8 @@ def rounds(
     if not isinstance(sync_every, int) or sync_every < 1:
         raise ValueError(f"sync_every must be an int >= 1, got {sync_every!r}")
     check_arguments(model, batch, sampler, generator)
-    if compile is None:
-        compile = bool(getattr(model, "compile_rounds", False))
+    if compile is None:  # the model's preference, unless graphs are explicitly off
+        compile = bool(getattr(model, "compile_rounds", False)) and graphs is not False
     batch = checked_batch(model, batch)
     device = batch.tokens.device
     session = CheckedSession(model.open(batch), model, device)
@@ -299,7 +299,8 @@ def sample(
     gen = (batch.length - batch.n_prompt).tolist()
     if not (trace or callback or progress):
         state = None
-        every = SYNC_EVERY if batch.tokens.device.type == "cuda" else 1  # CPU: no queue to fill
+        dev = torch.device(getattr(model, "device", batch.tokens.device))  # where rounds run
+        every = SYNC_EVERY if dev.type == "cuda" else 1  # CPU: no queue to fill
         run = rounds(
             model, batch, sampler, generator, graphs=graphs, compile=compile, sync_every=every
         )
