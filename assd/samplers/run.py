@@ -202,8 +202,9 @@ def rounds(
     sync_every: read the "any row active?" flag (and the error flags) every this many rounds
     only, so the host queues rounds ahead of the device instead of waiting for each one. Rounds
     after every row has finished change nothing (a finished row draws no calls and commits
-    nothing), so up to sync_every - 1 idle rounds may be yielded at the end; errors surface at
-    the next read. 1: every round (what streaming consumers need).
+    nothing; they do draw their uniforms from the generator), so up to sync_every - 1 idle
+    rounds may be yielded at the end; errors surface at the next read. 1: every round (what
+    streaming consumers need).
     """
     if not isinstance(sync_every, int) or sync_every < 1:
         raise ValueError(f"sync_every must be an int >= 1, got {sync_every!r}")
