@@ -19,7 +19,7 @@ import torch
 from .likelihood import log_likelihood
 from .loading import EMBEDDED, Loaded, load, resolve
 from .samplers import ASSD, MeanField, Sequential, fastest, sample
-from .text import COMPILED_WIDTH_STEP, MarkupError, decode, infills_to_batch, parse_markup
+from .text import MarkupError, decode, infills_to_batch, parse_markup, width_step
 
 SAMPLERS = ("fastest", "assd", "one-call", "sequential", "mean-field")
 DEFAULT_K = 5  # proposals per round when a sampler that takes k is named without one
@@ -95,10 +95,12 @@ def infill(
         infills.append(inf)
     if not isinstance(order, str):
         raise TypeError(f"order must be 'left-to-right' or 'random', got {type(order).__name__}")
-    # Compiled rounds compile once per shape: widths in steps of 64 keep the shapes few.
-    pad_to = COMPILED_WIDTH_STEP if getattr(lm.model, "compile_rounds", False) else 1
     batch = infills_to_batch(
-        infills, order=order, generator=g, pad_to=pad_to, max_length=lm.model.max_length
+        infills,
+        order=order,
+        generator=g,
+        pad_to=width_step(lm.model),  # compiled rounds: few widths, few compilations
+        max_length=lm.model.max_length,
     )
     results = sample(lm.model, batch, smp, generator=g, trace=False)
     done = batch.with_tokens(torch.tensor([r.tokens for r in results], dtype=torch.long))

@@ -106,6 +106,13 @@ class Infill:
 
 
 COMPILED_WIDTH_STEP = 64  # batch widths for models with compiled rounds (few shapes to compile)
+MAX_PAD_TO = 4096  # pad_to beyond this would only allocate padding
+
+
+def width_step(model) -> int:
+    """The ``pad_to`` for batches of ``model``: COMPILED_WIDTH_STEP when its rounds are
+    compiled (each batch width compiles once), else 1 (no padding)."""
+    return COMPILED_WIDTH_STEP if getattr(model, "compile_rounds", False) else 1
 
 
 def parse_markup(
@@ -185,8 +192,8 @@ def infills_to_batch(
     """
     if not infills:
         raise ValueError("infills must hold at least one Infill")
-    if not isinstance(pad_to, int) or pad_to < 1:
-        raise ValueError(f"pad_to must be an int >= 1, got {pad_to!r}")
+    if not isinstance(pad_to, int) or not 1 <= pad_to <= MAX_PAD_TO:
+        raise ValueError(f"pad_to must be an int in [1, {MAX_PAD_TO}], got {pad_to!r}")
     L = max(len(f.ids) for f in infills)
     width = max(L, min(-(-L // pad_to) * pad_to, max_length or L * pad_to))
     B = len(infills)

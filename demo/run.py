@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 import assd
-from assd.text import COMPILED_WIDTH_STEP, Infill, decode, infills_to_batch
+from assd.text import Infill, decode, infills_to_batch, width_step
 
 from .inputs import build_infill
 from .models import DemoError, ModelCache
@@ -156,12 +156,11 @@ def _stream(cache: ModelCache, req: Request) -> Iterator[Frame]:
     lm = cache.get(req.model, req.revision)
     g = torch.Generator().manual_seed(int(req.seed))
     inf = build_infill(req.text, lm.tokenizer, req.mask_mode, req.rate, g, max_tokens(lm))
-    compiled = getattr(lm.model, "compile_rounds", False)  # few widths: few compilations
     batch = infills_to_batch(
         [inf],
         order=req.order,
         generator=g,
-        pad_to=COMPILED_WIDTH_STEP if compiled else 1,
+        pad_to=width_step(lm.model),  # compiled rounds: few widths, few compilations
         max_length=lm.model.max_length,
     )
     lanes = make_lanes(lm, inf, batch, req)

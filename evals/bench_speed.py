@@ -10,8 +10,9 @@ recompute, draft + oracle call), (c) engine + Sequential, (d) engine + paper ASS
 token, (f) one call per round, (g) context-bigram drafts, (h) draft-head drafts, and (i) what
 ``assd.fastest`` picks. On CUDA the engine rounds replay as CUDA graphs; ``--eager-too`` adds the
 same methods without them, ``--compile`` the same methods with each round's step fused by
-``torch.compile`` before capture (keys ending in ``-c``; compile time is spent in the warm-up). Reported: ms per sequence, target calls and draft-head calls,
-tokens per target call, ms per round, and ratios against (c) and (b), all from this one run.
+``torch.compile`` before capture (keys ending in ``-c``; compile time is spent in the warm-up).
+Reported: ms per sequence, target calls and draft-head calls, tokens per target call, ms per
+round, and ratios against (c), (c-c) and (b), all from this one run.
 Then per-call costs on an XLNet-base-size config with random weights (timings only).
 Writes bench_speed.json, bench_speed.md and bench_speed.png.
 """

@@ -217,7 +217,7 @@ def rounds(
     state = sampler.init(batch, model.forbidden_ids, model.vocab_size)
     rng = TorchRng(generator)
     cuda = device.type == "cuda"
-    graphs = (cuda or compile if graphs is None else graphs) and session.can_sync_free
+    graphs = ((cuda or compile) if graphs is None else graphs) and session.can_sync_free
     static = (cuda or graphs if sync_free is None else sync_free) and session.can_sync_free
     if compile and not graphs:
         raise ValueError(
