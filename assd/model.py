@@ -18,6 +18,12 @@ A call also says which ranks are *committed* (``< n``: fixed for the rest of the
 backend may cache their states) and which are *proposals* (``n .. n+m-1``: may change next call).
 The prompt attends bidirectionally to itself; everything else attends to lower ranks only.
 Backends never sample; samplers never build attention masks.
+
+A call may also carry a token :class:`Tree`: more proposals beside the main line (several
+candidates for one rank, each with the proposals that follow it), and queries that read the
+path to one of them. ``logits_by_paths`` answers such a call with plain calls, one per query
+that reads a node (the ground truth; the reference and toy backends use it); the engine
+computes every node as an extra content row of the same forward.
 """
 
 from __future__ import annotations
@@ -43,6 +49,11 @@ __all__ = [
     "draft_queries",
     "oracle_queries",
     "one_call_queries",
+    "Tree",
+    "TREE_RULES",
+    "tree_violations",
+    "path_tokens",
+    "logits_by_paths",
 ]
 
 
@@ -265,6 +276,7 @@ class Session(Protocol):
         m: torch.Tensor,  # [B] ranks n .. n+m-1 hold proposals (may change in later calls)
         q_rank: torch.Tensor,  # [B, Q] rank to predict; -1 = padding query
         q_ctx: torch.Tensor,  # [B, Q] condition on ranks < q_ctx; n_prompt <= q_ctx <= min(q_rank, n+m)
+        tree: Tree | None = None,  # optional: more proposals beside the main line (see Tree)
     ) -> torch.Tensor:  # [B, Q, V] logits (padding queries: anything finite)
         ...
 
@@ -363,3 +375,116 @@ def one_call_queries(
         & (rank < end[:, None, None])
     )
     return torch.where(ok, rank, -1).flatten(1), torch.where(ok, ctx, -1).flatten(1)
+
+
+@dataclass(frozen=True)
+class Tree:
+    """More proposals for one call, shaped as a token tree (SpecInfer / SpecTr style).
+
+    The *main line* is what ``tokens`` holds: committed ranks < n, then proposals n .. n+m-1.
+    Node j is the token ``tok[:, j]`` at rank ``rank[:, j]``; its parent ``parent[:, j]`` is
+    -1, the main line (the node follows the main line's tokens at ranks < rank, which must be
+    filled: n <= rank <= n + m), or an earlier node i < j at rank - 1. The node's *path* is
+    its chain of ancestors up to the main line, itself included. Query i may read a node:
+    ``q_node[:, i] = j`` conditions it on the main line below the path's first rank and on the
+    path's tokens (then q_ctx = rank[j] + 1 <= q_rank); -1: an ordinary main-line query.
+
+    tok, rank, parent: [B, N] long (rank -1: a padding node); q_node: [B, Q] long.
+    """
+
+    tok: torch.Tensor
+    rank: torch.Tensor
+    parent: torch.Tensor
+    q_node: torch.Tensor
+
+    def __post_init__(self):
+        if not all(isinstance(t, torch.Tensor) for t in vars(self).values()):
+            raise TypeError("Tree fields must be torch tensors")
+        if self.tok.dim() != 2 or self.rank.shape != self.tok.shape:
+            raise ValueError(f"Tree.tok and Tree.rank must be [B, N], got {tuple(self.tok.shape)}")
+        if self.parent.shape != self.tok.shape:
+            raise ValueError(f"Tree.parent must be [B, N]={tuple(self.tok.shape)}")
+        if self.q_node.dim() != 2 or self.q_node.shape[0] != self.tok.shape[0]:
+            raise ValueError(f"Tree.q_node must be [B, Q], got {tuple(self.q_node.shape)}")
+
+    @property
+    def size(self) -> int:
+        return self.tok.shape[1]
+
+
+TREE_RULES = (
+    "tree node parent must be -1 (the main line) or an earlier valid node one rank below",
+    "a tree node off the main line must follow filled ranks (n <= rank <= n + m)",
+    "a tree node's rank lies in the padding (rank >= length)",
+    "a query reading a tree node needs q_ctx = node rank + 1 <= q_rank and a valid node",
+)
+
+
+def tree_violations(
+    batch: Batch,
+    n: torch.Tensor,
+    m: torch.Tensor,
+    q_rank: torch.Tensor,
+    q_ctx: torch.Tensor,
+    tree: Tree,
+) -> list[torch.Tensor]:
+    """One 0-dim bool flag per rule of TREE_RULES, on the device (no host sync)."""
+    N = tree.size
+    valid = tree.rank >= 0
+    par = tree.parent
+    own = torch.arange(N, device=par.device)[None]
+    par_rank = torch.gather(tree.rank, 1, par.clamp(min=0)) if N else par
+    bad_par = valid & (par >= 0) & ((par >= own) | (par_rank < 0) | (par_rank != tree.rank - 1))
+    bad_par |= valid & (par < -1)
+    off_main = valid & (par == -1)
+    bad_main = off_main & ((tree.rank < n[:, None]) | (tree.rank > (n + m)[:, None]))
+    bad_len = valid & (tree.rank >= batch.length[:, None])
+    reads = (tree.q_node >= 0) & (q_rank >= 0)
+    node = tree.q_node.clamp(min=0, max=max(N - 1, 0))
+    n_rank = torch.gather(tree.rank, 1, node) if N else torch.full_like(node, -1)
+    bad_q = reads & ((tree.q_node >= N) | (n_rank < 0) | (q_ctx != n_rank + 1) | (q_ctx > q_rank))
+    return [bad_par.any(), bad_main.any(), bad_len.any(), bad_q.any()]
+
+
+def path_tokens(
+    tokens: torch.Tensor, pos_of_rank: torch.Tensor, tree: Tree, node: torch.Tensor
+) -> torch.Tensor:
+    """tokens [B, L] with the path to ``node`` [B] (-1: none) written in place of the main line.
+
+    Walks up the parents, at most N steps (a parent always precedes its child)."""
+    B, L = tokens.shape
+    out = torch.cat([tokens, tokens[:, :1]], 1)  # a spare column for rows with nothing to place
+    cur = node.clone()
+    for _ in range(tree.size):
+        live = cur >= 0
+        c = cur.clamp(min=0)[:, None]
+        rank = torch.gather(tree.rank, 1, c)
+        pos = torch.gather(pos_of_rank, 1, rank.clamp(min=0))
+        out.scatter_(1, torch.where(live[:, None], pos, L), torch.gather(tree.tok, 1, c))
+        cur = torch.where(live, torch.gather(tree.parent, 1, c)[:, 0], -1)
+    return out[:, :L]
+
+
+def logits_by_paths(logits_fn, batch: Batch, tokens, n, m, q_rank, q_ctx, tree: Tree):
+    """Answer a call with a tree by plain calls (``logits_fn(tokens, n, m, q_rank, q_ctx)``):
+    the main-line queries in one call, then one call per query column that reads a node, with
+    that node's path written into the tokens. Exact by construction (the ground truth that fast
+    tree implementations are tested against); costs one call per such column."""
+    flags = torch.stack(tree_violations(batch, n, m, q_rank, q_ctx, tree)).tolist()
+    for bad, msg in zip(flags, TREE_RULES):
+        if bad:
+            raise ValueError(msg)
+    pos_of_rank = batch.pos_of_rank
+    on_node = (tree.q_node >= 0) & (q_rank >= 0)
+    out = logits_fn(tokens, n, m, torch.where(on_node, -1, q_rank), torch.where(on_node, -1, q_ctx))
+    for i in range(q_rank.shape[1]):
+        here = on_node[:, i]
+        if not bool(here.any()):
+            continue
+        t = path_tokens(tokens, pos_of_rank, tree, torch.where(here, tree.q_node[:, i], -1))
+        r = torch.where(here, q_rank[:, i], -1)[:, None]
+        c = torch.where(here, q_ctx[:, i], -1)[:, None]
+        mi = torch.where(here, torch.maximum(m, q_ctx[:, i] - n), m)
+        li = logits_fn(t, n, mi, r, c)[:, 0]
+        out[:, i] = torch.where(here[:, None], li.to(out.dtype), out[:, i])
+    return out

@@ -94,6 +94,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="also time the engine methods with torch.compile'd rounds (keys ending in -c)",
     )
     p.add_argument(
+        "--sync1-too",
+        action="store_true",
+        help="with --compile: also time the compiled methods reading the host's 'any row "
+        "active?' flag after every round (keys ending in -c-s1; the default reads it every "
+        "8 rounds on CUDA)",
+    )
+    p.add_argument(
         "--ablate-reuse",
         action="store_true",
         help="also time the engine recomputing proposal states instead of reusing them",
@@ -207,7 +214,8 @@ def rng(seed: int, device: torch.device) -> torch.Generator:
 def run_method(model, sampler, batches, device, warm: int | None, opts: dict) -> dict:
     """Warm up (first batch: `warm` rounds, None = all), then time every batch to completion.
     opts: keyword arguments of ``assd.sample`` (graphs, compile)."""
-    gen = assd.generate(model, batches[0], sampler, rng(999, device), trace=False, **opts)
+    warm_opts = {k: v for k, v in opts.items() if k != "sync_every"}  # a fast-path option
+    gen = assd.generate(model, batches[0], sampler, rng(999, device), trace=False, **warm_opts)
     for i, _ in enumerate(gen):
         if warm is not None and i + 1 >= warm:
             break
@@ -281,6 +289,19 @@ def methods(args, net, forbidden, head, device, dtype):
             for key, label, s in samplers
             if key != "i"
         ]
+        if args.sync1_too:
+            out += [
+                (
+                    key + "-c-s1",
+                    label + " (compiled, host sync every round)",
+                    eng,
+                    s,
+                    False,
+                    {"compile": True, "sync_every": 1},
+                )
+                for key, label, s in samplers
+                if key != "i"
+            ]
         if want is None or "i" in want:  # fastest as a user with compiled rounds gets it
             eng_c = XLNetEngine.from_hf(
                 net, forbidden, dtype=dtype, check=False, head=head, compile_rounds=True

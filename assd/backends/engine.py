@@ -30,7 +30,15 @@ from collections import deque
 
 import torch
 
-from ..model import QUERY_RULES, Batch, check_mask_id, query_violations
+from ..model import (
+    QUERY_RULES,
+    TREE_RULES,
+    Batch,
+    Tree,
+    check_mask_id,
+    query_violations,
+    tree_violations,
+)
 from .engine_attention import Rows, forward_rows
 from .engine_graphs import (
     MAX_GRAPH_ROWS,
@@ -249,6 +257,8 @@ class XLNetEngine:
 class EngineSession:
     """One batch's KV cache (a workspace borrowed from the engine). ``cache_bytes``: its size."""
 
+    supports_tree = True  # token trees: node rows in the same forward (see engine_attention)
+
     rows_computed: int  # content rows computed after the prompt (widest row of each call)
 
     def __init__(self, engine: XLNetEngine, batch: Batch):
@@ -322,12 +332,14 @@ class EngineSession:
         return torch.gather(tokens, 1, self.pos_of_rank)  # [B, L] token at each rank
 
     @torch.no_grad()
-    def logits(self, tokens, n, m, q_rank, q_ctx) -> torch.Tensor:
-        """[B, Q, V] float32 logits of the queries (see ``assd.model.Session``)."""
+    def logits(self, tokens, n, m, q_rank, q_ctx, tree: Tree | None = None) -> torch.Tensor:
+        """[B, Q, V] float32 logits of the queries (see ``assd.model.Session``); a token
+        ``tree``'s nodes are extra rows of the same forward, padded to a multiple of 8."""
         b = self.batch
         B, L = tokens.shape
         tokens = tokens.to(self.kv.device)
         by_rank = self._by_rank(tokens)
+        tree_in = () if tree is None else _padded_tree(tree)
 
         # Valid cache prefix: ranks < v hold states computed from today's tokens.
         if self.engine.cache:
@@ -336,33 +348,43 @@ class EngineSession:
         else:
             v = b.n_prompt
             prompt_changed = ((self.prompt_tok >= 0) & (self.prompt_tok != by_rank)).any()
-        # Rows to compute: ranks v .. hi-1, hi = everything committed and every needed context.
-        hi = torch.cat([n[:, None], torch.where(q_rank >= 0, q_ctx, 0)], 1).amax(1)
-        hi = torch.minimum(hi, b.length)
+        # Rows to compute: ranks v .. hi-1, hi = everything committed and every needed context
+        # (a query reading a tree node needs the main line below the node's path only).
+        reads = torch.zeros_like(q_rank, dtype=torch.bool) if tree is None else tree.q_node >= 0
+        need = [n[:, None], torch.where((q_rank >= 0) & ~reads, q_ctx, 0)]
+        if tree is not None:  # nodes off the main line read it below their rank
+            need.append(torch.where((tree.rank >= 0) & (tree.parent == -1), tree.rank, 0))
+        hi = torch.minimum(torch.cat(need, 1).amax(1), b.length)
+        checks = []
+        if self.engine.check:
+            # A query reading a node is checked against the tree's rules, not the main line's.
+            checks = query_violations(b, n, m, q_rank, torch.where(reads, n[:, None], q_ctx))
+            if tree is not None:
+                checks += tree_violations(b, n, m, q_rank, q_ctx, tree)
         if self.max_rows is not None:  # sync-free: fixed shapes, errors flagged on the device
             W, span = self.max_rows, self.kv.shape[-2]
-            errs = [(hi - v > W).any(), prompt_changed]
-            errs += query_violations(b, n, m, q_rank, q_ctx) if self.engine.check else []
+            errs = [(hi - v > W).any(), prompt_changed, *checks[: len(QUERY_RULES)]]
             self.errors[: len(errs)] |= torch.stack(errs)
-            return step(self.engine.w, self.ws, Step(tokens, v, hi, q_rank, q_ctx), W, span)
-        flags = [(hi - v).clamp(min=0).max(), hi.max(), prompt_changed]
-        if self.engine.check:
-            flags += query_violations(b, n, m, q_rank, q_ctx)
+            if len(checks) > len(QUERY_RULES):  # the tree's rules, at the end of the flags
+                self.errors[-len(TREE_RULES) :] |= torch.stack(checks[len(QUERY_RULES) :])
+            call = Step(tokens, v, hi, q_rank, q_ctx, *tree_in)
+            return step(self.engine.w, self.ws, call, W, span)
+        flags = [(hi - v).clamp(min=0).max(), hi.max(), prompt_changed, *checks]
         W, S, *errs = torch.stack(flags).tolist()  # the call's one host sync
-        for bad, msg in zip(errs, (PROMPT_CHANGED,) + QUERY_RULES):
+        for bad, msg in zip(errs, (PROMPT_CHANGED,) + QUERY_RULES + TREE_RULES):
             if bad:
                 raise ValueError(msg)
         self.calls += 1
         self.rows_computed += W
 
-        Q = q_rank.shape[1]
+        Q = q_rank.shape[1] + (0 if tree is None else tree_in[0].shape[1])
         static = self.engine.static_shapes and bucket(W) is not None
         static = static and bucket(W) + Q <= MAX_GRAPH_ROWS
         if static:
             W, span = bucket(W), self.kv.shape[-2]  # fixed shapes: padded rows, every slot
         else:
             span = _round_up(max(S, 1))
-        call = Step(tokens, v, hi, q_rank, q_ctx)
+        call = Step(tokens, v, hi, q_rank, q_ctx, *tree_in)
         logits = run_step(self.engine.w, self.ws, call, W, span, static and self.engine.graphs)
         if not self.engine.reuse_proposals:  # ablation: forget proposal states (ranks >= n)
             ranks = torch.arange(L, device=n.device)
@@ -398,7 +420,7 @@ class EngineSession:
             W, span = self.max_rows, self.kv.shape[-2]
             self.errors[0] |= width > W
             if checks:
-                first = len(SYNC_FREE_ERRORS) - len(DRAFT_RULES)
+                first = 2 + len(QUERY_RULES)  # see SYNC_FREE_ERRORS
                 self.errors[first : first + len(checks)] |= torch.stack(checks)
         else:
             S = torch.where(valid_q, q_feat, 0).amax()
@@ -428,6 +450,22 @@ class EngineSession:
         return head.attend(q_pos, keys, key_pos, visible, ws.htables, w.emb, w.emb_t)
 
 
+def _padded_tree(tree: Tree) -> tuple[torch.Tensor, ...]:
+    """(tok, rank, parent, q_node) with the nodes padded to a multiple of ALIGN (padding nodes
+    have rank -1): the attention's key count stays aligned for the fused kernels."""
+    B, N = tree.tok.shape
+    pad = _round_up(N) - N
+    if pad == 0:
+        return tree.tok, tree.rank, tree.parent, tree.q_node
+    fill = torch.full((B, pad), -1, dtype=torch.long, device=tree.tok.device)
+    return (
+        torch.cat([tree.tok, fill.clamp(min=0)], 1),
+        torch.cat([tree.rank, fill], 1),
+        torch.cat([tree.parent, fill], 1),
+        tree.q_node,
+    )
+
+
 PROMPT_CHANGED = "the prompt tokens changed: open a new session for a new prompt"
 DRAFT_RULES = (
     "draft query reads target states that are not valid for these tokens (q_feat too high): "
@@ -442,4 +480,5 @@ SYNC_FREE_ERRORS = (
     PROMPT_CHANGED,
     *QUERY_RULES,
     *DRAFT_RULES,
+    *TREE_RULES,
 )

@@ -40,16 +40,26 @@ class Workspace:
 @dataclass
 class Step:
     """One call's inputs. tokens [B, L]; v, hi [B]: compute content rows of ranks v .. hi-1;
-    q_rank, q_ctx [B, Q]: the queries (-1 = padding)."""
+    q_rank, q_ctx [B, Q]: the queries (-1 = padding); t_tok, t_rank, t_parent [B, N] and
+    q_node [B, Q]: a token tree's nodes and the node each query reads (``assd.model.Tree``;
+    None without a tree)."""
 
     tokens: torch.Tensor
     v: torch.Tensor
     hi: torch.Tensor
     q_rank: torch.Tensor
     q_ctx: torch.Tensor
+    t_tok: torch.Tensor | None = None
+    t_rank: torch.Tensor | None = None
+    t_parent: torch.Tensor | None = None
+    q_node: torch.Tensor | None = None
 
     def clone(self) -> Step:
-        return Step(*(t.clone() for t in vars(self).values()))
+        return Step(*(None if t is None else t.clone() for t in vars(self).values()))
+
+    @property
+    def n_nodes(self) -> int:
+        return 0 if self.t_tok is None else self.t_tok.shape[1]
 
 
 def bucket(w: int) -> int | None:
@@ -71,22 +81,57 @@ def step(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int) -> to
     tok_c = torch.gather(s.tokens, 1, pos_c)
     valid_q = s.q_rank >= 0
     pos_q = torch.gather(pos_of_rank, 1, s.q_rank.clamp(min=0))
+    lim_q = torch.where(valid_q, s.q_ctx, 1)
+    N = s.n_nodes
+    tok_t = pos_t = lim_t = see = None
+    if N:  # token-tree nodes: content rows of this call only, each seeing its own path
+        path, base = tree_paths(s.t_rank, s.t_parent)  # [B, N, N], [B, N]
+        ok_t = s.t_rank >= 0
+        tok_t = torch.where(ok_t, s.t_tok, 0)
+        pos_t = torch.gather(pos_of_rank, 1, s.t_rank.clamp(min=0))
+        lim_t = torch.where(ok_t, base, 1)
+        reads = valid_q & (s.q_node >= 0)
+        node = s.q_node.clamp(min=0)
+        lim_q = torch.where(reads, torch.gather(base, 1, node), lim_q)
+        see_q = torch.gather(path, 1, node[:, :, None].expand(-1, -1, N)) & reads[:, :, None]
+        see_c = torch.zeros(B, W, N, dtype=torch.bool, device=path.device)
+        see = torch.cat([see_c, path, see_q], 1)  # [B, W + N + Q, N]
     rows = Rows(
-        tok=torch.cat([tok_c, torch.zeros_like(s.q_rank)], 1),
-        pos=torch.cat([pos_c, pos_q], 1),
-        lim=torch.cat([torch.where(ok, r + 1, 1), torch.where(valid_q, s.q_ctx, 1)], 1),
+        tok=torch.cat([t for t in (tok_c, tok_t, torch.zeros_like(s.q_rank)) if t is not None], 1),
+        pos=torch.cat([t for t in (pos_c, pos_t, pos_q) if t is not None], 1),
+        lim=torch.cat([t for t in (torch.where(ok, r + 1, 1), lim_t, lim_q) if t is not None], 1),
         slot=torch.where(ok, r, trash),
         n_content=W,
+        n_nodes=N,
+        see=see,
     )
     x = forward_rows(weights, ws.tables, ws.kv, ws.key_pos, rows, span)
     if weights.head is not None:
         write_head_keys(weights.head, ws, x[:, :W], rows.slot)
-    logits = lm_head(weights, x[:, W:])
+    logits = lm_head(weights, x[:, W + N :])
     # Slots >= hi may depend on tokens that just changed: forget them; record what was computed.
     ranks = torch.arange(L, device=s.v.device)
     ws.slot_tok[:, :L].masked_fill_(ranks >= s.hi[:, None], -1)
     ws.slot_tok.scatter_(1, rows.slot, torch.where(ok, tok_c, -1))
     return logits
+
+
+def tree_paths(rank: torch.Tensor, parent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A token tree's paths: path [B, N, N] bool, node j is on node i's path (an ancestor of i
+    or i itself; valid nodes only), and base [B, N], the rank where i's path leaves the main
+    line (i sees the main line's ranks < base). Fixed shapes, no host sync: doubling the
+    reach ceil(log2 N) times covers every depth."""
+    B, N = rank.shape
+    ok = rank >= 0
+    own = torch.eye(N, dtype=torch.bool, device=rank.device)[None] & ok[:, :, None]
+    idx = torch.arange(N, device=rank.device)
+    up = (parent[:, :, None] == idx[None, None, :]) & ok[:, :, None]  # [B, N, N] i's parent
+    path = own | up
+    for _ in range(max(N - 1, 1).bit_length()):
+        path = path | (torch.bmm(path.float(), path.float()) > 0)
+    path &= ok[:, None, :]
+    base = torch.where(path, rank[:, None, :], torch.iinfo(rank.dtype).max).amin(-1)
+    return path, torch.where(ok, base, 0)
 
 
 def write_head_keys(head, ws: Workspace, content: torch.Tensor, slot: torch.Tensor) -> None:
@@ -102,14 +147,15 @@ def run_step(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, g
     """:func:`step`, replayed from (or captured into) a CUDA graph when ``graphs``."""
     if not graphs:
         return step(weights, ws, s, W, span)
-    key = (W, s.q_rank.shape[1])
+    key = (W, s.q_rank.shape[1], s.n_nodes)
     if key not in ws.graphs:
         return _capture(weights, ws, s, W, span, key)
     if ws.graphs[key] is None:  # capture failed once: eager
         return step(weights, ws, s, W, span)
     graph, static, out = ws.graphs[key]
     for name, t in vars(s).items():
-        getattr(static, name).copy_(t)
+        if t is not None:
+            getattr(static, name).copy_(t)
     graph.replay()
     return out.clone()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model import Batch, check_queries
+from ..model import Batch, check_queries, logits_by_paths
 
 
 class ToyASARM:
@@ -77,7 +77,11 @@ class ToySession:
         self.model, self.batch = model, batch
         self.vocab_size = model.vocab_size
 
-    def logits(self, tokens, n, m, q_rank, q_ctx):
+    supports_tree = True  # by plain calls, one per query that reads a node (the ground truth)
+
+    def logits(self, tokens, n, m, q_rank, q_ctx, tree=None):
+        if tree is not None:
+            return logits_by_paths(self.logits, self.batch, tokens, n, m, q_rank, q_ctx, tree)
         check_queries(self.batch, n, m, q_rank, q_ctx)
         self.model.calls += 1
         return self.logits_unchecked(tokens, q_rank, q_ctx)

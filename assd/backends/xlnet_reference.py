@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..masks import natural_limits, perm_mask_from_limits, target_mapping
-from ..model import Batch, check_mask_id, check_queries
+from ..model import Batch, check_mask_id, check_queries, logits_by_paths
 
 
 def group_queries(
@@ -82,8 +82,12 @@ class _ReferenceSession:
         self.pos_of_rank = batch.pos_of_rank
         self.limits = natural_limits(batch.sigma, batch.n_prompt)  # [B, L]
 
+    supports_tree = True  # by plain calls, one per query that reads a node (the ground truth)
+
     @torch.no_grad()
-    def logits(self, tokens, n, m, q_rank, q_ctx):
+    def logits(self, tokens, n, m, q_rank, q_ctx, tree=None):
+        if tree is not None:
+            return logits_by_paths(self.logits, self.batch, tokens, n, m, q_rank, q_ctx, tree)
         check_queries(self.batch, n, m, q_rank, q_ctx)
         B, L = tokens.shape
         Q = q_rank.shape[1]

@@ -10,7 +10,7 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from ..model import ASARM, Batch, Session, checked_batch
+from ..model import ASARM, Batch, Session, Tree, checked_batch, logits_by_paths
 from ..rng import Rng, TorchRng
 from .graphs import WARM_ROUNDS, capture_round, max_new_rows
 from .result import RoundTrace, SampleResult
@@ -86,16 +86,24 @@ class CheckedSession:
     """A backend's session whose answers are checked: a wrong shape or dtype raises at once;
     non-finite logits raise at the next round's sync (the flag stays on the device)."""
 
-    def __init__(self, session: Session, model: ASARM, device):
-        self.session, self.name = session, type(model).__name__
+    def __init__(self, session: Session, model: ASARM, batch: Batch):
+        self.session, self.name, self.batch = session, type(model).__name__, batch
+        device = batch.tokens.device
         self.vocab_size = int(model.vocab_size)
         # [1 + backend errors] bools on the device: some logits were not finite, then whatever
         # the backend flags in sync-free mode. Read (and cleared) at the round's one sync.
         self.n_backend = len(getattr(session, "errors", ()))
         self.flags = torch.zeros(1 + self.n_backend, dtype=torch.bool, device=device)
 
-    def logits(self, tokens, n, m, q_rank, q_ctx) -> torch.Tensor:
-        return self._check(self.session.logits(tokens, n, m, q_rank, q_ctx), q_rank, "logits")
+    def logits(self, tokens, n, m, q_rank, q_ctx, tree: Tree | None = None) -> torch.Tensor:
+        if tree is None:
+            out = self.session.logits(tokens, n, m, q_rank, q_ctx)
+        elif getattr(self.session, "supports_tree", False):
+            out = self.session.logits(tokens, n, m, q_rank, q_ctx, tree=tree)
+        else:  # a backend without trees: one plain call per query that reads a node
+            fn = self.session.logits
+            out = logits_by_paths(fn, self.batch, tokens, n, m, q_rank, q_ctx, tree)
+        return self._check(out, q_rank, "logits")
 
     def draft_logits(self, tokens, q_rank, q_ctx, q_feat) -> torch.Tensor:
         out = self.session.draft_logits(tokens, q_rank, q_ctx, q_feat)
@@ -213,7 +221,7 @@ def rounds(
         compile = bool(getattr(model, "compile_rounds", False)) and graphs is not False
     batch = checked_batch(model, batch)
     device = batch.tokens.device
-    session = CheckedSession(model.open(batch), model, device)
+    session = CheckedSession(model.open(batch), model, batch)
     state = sampler.init(batch, model.forbidden_ids, model.vocab_size)
     rng = TorchRng(generator)
     cuda = device.type == "cuda"
@@ -287,13 +295,16 @@ def sample(
     progress: bool = False,
     graphs: bool | None = None,
     compile: bool | None = None,
+    sync_every: int | None = None,
 ) -> list[SampleResult]:
     """Sample every row of ``batch`` to completion; one :class:`SampleResult` per row.
 
     With ``trace=False`` and no callback or progress bar nothing leaves the device until the end
     (the fast path for benchmarks and evaluations). ``graphs``: replay whole rounds as CUDA
     graphs (default: on CUDA with the engine; see :func:`rounds`); ``compile``: fuse each
-    captured round's kernels with ``torch.compile`` (see :func:`rounds`).
+    captured round's kernels with ``torch.compile`` (see :func:`rounds`). ``sync_every``: rounds
+    between host reads of the "any row active?" flag on the fast path (None: SYNC_EVERY on CUDA,
+    where the host then queues rounds ahead of the device, 1 elsewhere; see :func:`rounds`).
     """
     check_arguments(model, batch, sampler, generator)
     B = batch.size
@@ -301,7 +312,8 @@ def sample(
     if not (trace or callback or progress):
         state = None
         dev = torch.device(getattr(model, "device", batch.tokens.device))  # where rounds run
-        every = SYNC_EVERY if dev.type == "cuda" else 1  # CPU: no queue to fill
+        cuda_dev = dev.type == "cuda"  # a CPU has no queue of launches to fill
+        every = sync_every if sync_every is not None else (SYNC_EVERY if cuda_dev else 1)
         run = rounds(
             model, batch, sampler, generator, graphs=graphs, compile=compile, sync_every=every
         )
