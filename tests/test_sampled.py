@@ -54,8 +54,8 @@ def chi_square_pvalue(counts: Counter, joint: dict) -> float:
     return float(chisquare(obs, exp).pvalue)
 
 
-def pvalues(sampler, seed):
-    model = ToyASARM(3, 6, seed=7)
+def pvalues(sampler, seed, draft_head: bool = False):
+    model = ToyASARM(3, 6, seed=7, draft_head=draft_head)
     batch, rows = ragged_batch()
     results = sample(model, batch, sampler, torch.Generator().manual_seed(seed), trace=False)
     out = []

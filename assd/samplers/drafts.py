@@ -35,6 +35,8 @@ class Proposals:
     next_row: [B] bool, add the exact row of rank n+k to the oracle call (a free token when all
     pass; the only token when k = 0). exact_first: q[:, 0] is the exact conditional at the oracle
     temperature (accepted with probability 1). calls / draft_calls: [B] target / head calls spent.
+    alt: [B, K, C-1] sibling candidates of each proposal, drawn from its q without replacement
+    after it (-1: none), or None: a token tree of C candidates per rank (see ``ASSD``).
     """
 
     x: torch.Tensor
@@ -44,6 +46,7 @@ class Proposals:
     calls: torch.Tensor
     draft_calls: torch.Tensor
     exact_first: bool = False
+    alt: torch.Tensor | None = None
 
 
 def _no_queries(st: State) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,12 +136,17 @@ class _CarriedDraft:
     """Proposals drawn at the end of the previous round (none before the first round)."""
 
     def init(self, s, batch: Batch, forbidden, vocab_size) -> State:
-        return init_state(batch, forbidden, vocab_size, s.k, carried=True)
+        sib = s.candidates - 1
+        return init_state(batch, forbidden, vocab_size, s.k, carried=True, siblings=sib)
 
     def propose(self, s, st: Carried, session: Session, rng: Rng) -> Proposals:
         kk = torch.where(st.active, st.next_k, 0)
         z = _zeros(st)
-        return Proposals(st.next_x, st.next_q, kk, st.active, z, z)
+        alt = None
+        if st.next_alt.shape[-1]:  # a token tree: siblings of the proposals that exist
+            ok = torch.arange(st.k, device=kk.device) < kk[:, None]
+            alt = torch.where(ok[:, :, None], st.next_alt, -1)
+        return Proposals(st.next_x, st.next_q, kk, st.active, z, z, alt=alt)
 
     @staticmethod
     def _next_k(st: State, new_n: torch.Tensor) -> torch.Tensor:
@@ -172,7 +180,12 @@ class HeadDraft(_CarriedDraft):
     """Proposals from the model's draft head (``Session.draft_logits``), one after another along
     the order, each conditioned on the committed tokens and the proposals before it. Drawn right
     after a round is decided, for the next round; the oracle call adds the exact next row (a free
-    token when every proposal passes). Head calls are counted apart from target calls."""
+    token when every proposal passes). Head calls are counted apart from target calls.
+
+    With C > 1 candidates per rank (``ASSD(candidates=C)``) each proposal also gets C - 1
+    siblings, drawn from the same head distribution without replacement (the proposal is the
+    first draw): a token tree whose siblings the oracle call scores as tree nodes, at no extra
+    head call."""
 
     def extra_queries(self, s, st, props):
         return _no_queries(st)
@@ -189,7 +202,7 @@ class HeadDraft(_CarriedDraft):
         ok = ar < new_k[:, None]  # [B, K]: step i drafts
         ranks = torch.where(ok, new_n[:, None] + ar, -1)
         feats = torch.where(ok, feat[:, None], -1)
-        xs, qs = [], []
+        xs, qs, alts = [], [], []
         for i in range(K):  # one head call per proposal, each reading the proposals before it
             r, oki = ranks[:, i : i + 1], ok[:, i : i + 1]
             logits = session.draft_logits(cur, r, r, feats[:, i : i + 1])
@@ -198,9 +211,28 @@ class HeadDraft(_CarriedDraft):
             cur = st.place(cur, r, xi, oki)
             xs.append(xi)
             qs.append(qi * oki[:, :, None])  # rows past new_k: zeros
+            alts.append(self._siblings(s, qi, xi, oki, rng))
         nx = torch.cat(xs, 1) if K else torch.zeros(B, 0, dtype=torch.long, device=new_n.device)
         nq = torch.cat(qs, 1) if K else torch.zeros(B, 0, V, device=new_n.device)
-        return {"next_x": nx, "next_q": nq, "next_k": new_k}, new_k
+        carried = {"next_x": nx, "next_q": nq, "next_k": new_k}
+        if s.candidates > 1:
+            carried["next_alt"] = torch.stack(alts, 1) if K else st.next_alt
+        return carried, new_k
+
+    @staticmethod
+    def _siblings(s, q, x, ok, rng: Rng) -> torch.Tensor | None:
+        """C - 1 more candidates from q [B, 1, V] without replacement after x [B, 1]:
+        [B, C-1] tokens, -1 where q has no mass left (or the proposal does not exist)."""
+        if s.candidates == 1:
+            return None
+        rest = q.scatter(2, x[:, :, None], 0.0)  # q without the candidates drawn so far
+        out = []
+        for _ in range(s.candidates - 1):
+            live = ok & (rest.sum(-1) > 0)  # [B, 1]
+            y = rng.categorical(rest, live)  # unnormalised: the draw scales by the mass left
+            out.append(torch.where(live, y, -1))
+            rest = rest.scatter(2, y[:, :, None], 0.0)
+        return torch.cat(out, 1)
 
 
 _DRAFTERS = {"self": SelfDraft(), "bigram": BigramDraft(), "head": HeadDraft()}

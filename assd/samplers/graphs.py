@@ -50,8 +50,11 @@ WARM_ROUNDS = 2  # eager rounds before the capture (the first round may compute 
 
 def max_new_rows(state: State) -> int:
     """Most new content rows one call can need, and most tokens one draft-head call reads: a
-    round's proposals plus the last committed token (whose state no call has computed yet)."""
-    return state.k + 1
+    round's proposals plus the last committed token (whose state no call has computed yet),
+    and with a token tree one more: an accepted sibling replaces a proposal's state and is
+    followed by one more token."""
+    alt = getattr(state, "next_alt", None)
+    return state.k + 1 + int(alt is not None and alt.shape[-1] > 0)
 
 
 class RoundGraph:

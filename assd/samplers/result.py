@@ -11,7 +11,8 @@ class RoundTrace:
 
     drafted:   positions whose proposals were verified this round, in rank order
     accepted:  the accepted prefix of ``drafted``
-    resampled: position drawn from the residual after the first rejection (or None)
+    resampled: position drawn from the residual after the first rejection, or filled by an
+               accepted sibling candidate (a token tree) in its place (or None)
     exact:     position drawn from an exact conditional (bonus row / single remaining token)
     p_draft, p_oracle: draft and oracle probability of each drafted proposal
     tokens:    {position: token} committed this round

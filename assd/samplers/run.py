@@ -169,12 +169,17 @@ def traces_of(record: RoundRecord, state: State) -> list[RoundTrace | None]:
         outcome, c = Outcome(r["outcome"][b]), r["committed"][b]
         drafted = [pos[b][s + i] for i in range(d)]
         last = pos[b][s + a] if outcome != Outcome.NONE else None
+        if outcome == Outcome.SIBLING:  # a sibling replaced the rejected proposal, then maybe
+            resampled, exact = last, (pos[b][s + a + 1] if c > a + 1 else None)  # a bonus
+        else:
+            resampled = last if outcome == Outcome.RESIDUAL else None
+            exact = last if outcome == Outcome.EXACT else None
         out.append(
             RoundTrace(
                 drafted=drafted,
                 accepted=drafted[:a],
-                resampled=last if outcome == Outcome.RESIDUAL else None,
-                exact=last if outcome == Outcome.EXACT else None,
+                resampled=resampled,
+                exact=exact,
                 p_draft=r["p_draft"][b][:d],
                 p_oracle=r["p_oracle"][b][:d],
                 tokens={pos[b][s + i]: toks[b][pos[b][s + i]] for i in range(c)},

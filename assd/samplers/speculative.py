@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model import Batch, Session
+from ..model import Batch, Session, Tree
 from ..probs import residual, to_probs
 from ..rng import Rng
 from .drafts import DRAFTS, Proposals, drafter_for
@@ -32,6 +32,7 @@ from .state import Outcome, RoundRecord, State
 from .validate import check_k, check_temperature
 
 VERIFY = ("token", "block")
+MAX_CANDIDATES = 16  # proposals tried per rank in a token tree
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,14 @@ class ASSD:
     ``u < min(1, p/q + r_atol)`` (NOT exact for r_atol > 0; 0 = off). verify: "token" (the
     paper's token-by-token acceptance) or "block" (block verification, Sun et al., ICLR 2025:
     the accepted prefix decided jointly, exact and never shorter in expectation).
+    candidates: proposals tried per rank (1: a chain). C > 1 makes each round a token tree
+    (SpecInfer / SpecTr style; head drafts, token verification): every proposal gets C - 1
+    siblings from the same draft distribution, drawn without replacement, scored in the same
+    oracle call as tree nodes (``assd.model.Tree``), each with the exact row after it. When a
+    proposal is rejected its siblings are tried in turn by recursive rejection sampling (the
+    target becomes norm(max(p - q', 0)) after each rejected candidate, q' the draft without the
+    candidates already tried); an accepted sibling takes the rank and is followed by one exact
+    token. Exact for any C; more tokens per call for more query rows.
     """
 
     k: int = 5
@@ -59,6 +68,7 @@ class ASSD:
     bonus: bool = False
     one_call: bool = False
     verify: str = "token"
+    candidates: int = 1
 
     def __post_init__(self):
         check_k(self.k)
@@ -73,10 +83,22 @@ class ASSD:
             raise ValueError(f"verify must be one of {VERIFY}, got {self.verify!r}")
         if self.verify == "block" and self.r_atol:
             raise ValueError("r_atol (lossy token acceptance) needs verify='token'")
+        c = self.candidates
+        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_CANDIDATES:
+            raise ValueError(
+                f"candidates must be an int in [1, {MAX_CANDIDATES}] (proposals tried per "
+                f"rank; 1 = a chain), got {c!r}"
+            )
+        if c > 1 and (self.draft != "head" or self.verify != "token" or self.r_atol):
+            raise ValueError(
+                f"candidates={c} (a token tree) needs draft='head' and exact token "
+                "verification (verify='token', r_atol=0)"
+            )
 
     @property
     def name(self) -> str:
         block = "+block" if self.verify == "block" else ""
+        block += f"+tree{self.candidates}" if self.candidates > 1 else ""
         if self.one_call:
             return f"assd-onecall{block}(k={self.k})"
         return f"assd-{self.draft}{'+bonus' if self.bonus else ''}{block}(k={self.k})"
@@ -116,14 +138,21 @@ class ASSD:
             [torch.where(valid, ranks, -1), torch.where(has_next, st.n + props.k, -1)[:, None]], 1
         )
         d_rank, d_ctx = drafter.extra_queries(self, st, props)
+        t_rank, t_ctx, tree = sibling_tree(st, props, valid, d_rank.shape[1])
         logits = session.logits(
-            tokens, st.n, props.k, torch.cat([o_rank, d_rank], 1), torch.cat([o_rank, d_ctx], 1)
+            tokens,
+            st.n,
+            props.k,
+            torch.cat([o_rank, t_rank, d_rank], 1),
+            torch.cat([o_rank, t_ctx, d_ctx], 1),
+            **({} if tree is None else {"tree": tree}),
         )
-        p_all = to_probs(logits[:, : K + 1], self.oracle_temperature, st.forbidden)
+        T = K + 1 + t_rank.shape[1]  # oracle rows, then the siblings' next rows
+        p_all = to_probs(logits[:, :T], self.oracle_temperature, st.forbidden)
         calls = props.calls + st.active.long()
         tokens, verdict = self._verify(st, tokens, props, p_all, has_next, rng)
         carried, draft_calls = drafter.carry(
-            self, st, tokens, verdict, p_all[:, K], logits[:, K + 1 :], session, rng
+            self, st, tokens, verdict, p_all[:, K], logits[:, T:], session, rng
         )
         record = RoundRecord(
             active=st.active,
@@ -147,6 +176,8 @@ class ASSD:
         K = st.k
         p, p_next = p_all[:, :K], p_all[:, K]
         B, _, V = p.shape
+        if props.alt is not None:  # a token tree: the siblings' exact next rows follow
+            p_sib = p_all[:, K + 1 :].view(B, K, -1, V)  # [B, K, C-1, V]
         q = props.q
         px = torch.gather(p, -1, props.x.unsqueeze(-1)).squeeze(-1)  # [B, K]
         qx = torch.gather(q, -1, props.x.unsqueeze(-1)).squeeze(-1)
@@ -164,14 +195,88 @@ class ASSD:
         p_a, q_a = torch.gather(p, 1, ai)[:, 0], torch.gather(q, 1, ai)[:, 0]
         # norm(max(w p - q, 0)) after a kept prefix of weight w (block), or norm(max(p - q, 0))
         r = residual(p_a if w is None else w[:, None] * p_a, q_a)
+        won = torch.zeros_like(rejected)
+        if props.alt is not None:  # the rejected proposal's siblings, in turn
+            x_a = torch.gather(props.x, 1, a.clamp(max=K - 1)[:, None])[:, 0]
+            alt_a = torch.gather(props.alt, 1, ai[:, :, :1].expand(B, 1, props.alt.shape[2]))
+            j, r = recursive_rejection(r, q_a, x_a, alt_a[:, 0], rejected, rng)
+            won = rejected & (j < alt_a.shape[2])
         dist = torch.where(rejected[:, None], r, p_next)
-        need = rejected | (has_next & (a == props.k))
+        need = (rejected & ~won) | (has_next & (a == props.k))
         y = rng.categorical(dist[:, None], need[:, None])
         tokens = st.place(tokens, (st.n + a)[:, None], y, need[:, None])
         outcome = torch.where(
             rejected, int(Outcome.RESIDUAL), torch.where(need, int(Outcome.EXACT), 0)
         )
-        return tokens, Verdict(a, outcome, st.n + a + need.long(), px, qx)
+        new_n = st.n + a + need.long()
+        if props.alt is not None:  # an accepted sibling, then the exact token after it
+            jj = j.clamp(max=alt_a.shape[2] - 1)
+            sib = torch.gather(alt_a[:, 0], 1, jj[:, None])  # [B, 1]
+            tokens = st.place(tokens, (st.n + a)[:, None], sib, won[:, None])
+            rows = p_sib[torch.arange(B, device=a.device), a.clamp(max=K - 1), jj]  # [B, V]
+            bonus = won & (st.n + a + 1 < st.end)
+            z = rng.categorical(rows[:, None], bonus[:, None])
+            tokens = st.place(tokens, (st.n + a + 1)[:, None], z, bonus[:, None])
+            outcome = torch.where(won, int(Outcome.SIBLING), outcome)
+            new_n = new_n + won.long() + bonus.long()
+        return tokens, Verdict(a, outcome, new_n, px, qx)
+
+
+def sibling_tree(st: State, props: Proposals, valid, n_extra: int):
+    """The oracle call's token tree: each proposal's siblings (``props.alt``) as nodes at its
+    rank, hanging off the main line, and one query per sibling for the rank after it.
+    -> (q_rank, q_ctx [B, K * (C-1)], Tree or None); n_extra: drafter queries after them."""
+    B, K = valid.shape
+    if props.alt is None:
+        empty = torch.empty(B, 0, dtype=torch.long, device=st.n.device)
+        return empty, empty, None
+    C1 = props.alt.shape[2]
+    rank = (st.n[:, None] + torch.arange(K, device=st.n.device))[:, :, None].expand(B, K, C1)
+    ok = valid[:, :, None] & (props.alt >= 0)  # [B, K, C-1]
+    ask = ok & (rank + 1 < st.end[:, None, None])  # the sibling's next rank exists
+    q = torch.where(ask, rank + 1, -1).flatten(1)
+    node = torch.arange(K * C1, device=st.n.device).view(1, K, C1).expand(B, K, C1)
+    pad = torch.full((B, K + 1), -1, dtype=torch.long, device=st.n.device)
+    q_node = torch.cat(
+        [pad, torch.where(ask, node, -1).flatten(1), pad[:, :n_extra] if n_extra else pad[:, :0]],
+        1,
+    )
+    tree = Tree(
+        tok=props.alt.clamp(min=0).flatten(1),
+        rank=torch.where(ok, rank, -1).flatten(1),
+        parent=torch.full((B, K * C1), -1, dtype=torch.long, device=st.n.device),
+        q_node=q_node,
+    )
+    return q, q, tree
+
+
+def recursive_rejection(target, q, x, alt, rejected, rng: Rng):
+    """Recursive rejection sampling over the siblings of a rejected proposal x ~ q.
+
+    target [B, V]: norm(max(p - q, 0)), what the token must follow now that x was rejected;
+    alt [B, C-1]: the siblings in the order they were drawn from q without replacement (-1:
+    none). Sibling i is drawn from q' = q without x and the siblings before it, renormalised,
+    so it is accepted with min(1, target(y) / q'(y)); on rejection the target becomes
+    norm(max(target - q', 0)). Each step is a speculative-sampling step for the current target,
+    so the result follows ``target`` (Chen et al. 2023; Jeon et al. 2024, recursive
+    speculative decoding). -> (index of the accepted sibling [B] (C-1: none), the target
+    after every sibling was rejected [B, V])."""
+    tiny = torch.finfo(q.dtype).tiny
+    rest = q.scatter(1, x[:, None], 0.0)
+    alphas = []
+    for i in range(alt.shape[1]):
+        y = alt[:, i]
+        live = rejected & (y >= 0)
+        yi = y.clamp(min=0)[:, None]
+        qn = rest / rest.sum(-1, keepdim=True).clamp(min=tiny)
+        ty, qy = torch.gather(target, 1, yi)[:, 0], torch.gather(qn, 1, yi)[:, 0]
+        alphas.append(torch.where(live, (ty / qy.clamp(min=tiny)).clamp(max=1.0), 0.0))
+        target = torch.where(live[:, None], residual(target, qn), target)
+        rest = torch.where(live[:, None], rest.scatter(1, yi, 0.0), rest)
+    alpha = torch.stack(alphas, 1)  # [B, C-1]: acceptance of each, given the ones before failed
+    count = torch.where(rejected, alt.shape[1], 0)
+    # The first sibling accepted = the first "rejection" of the coins with probability 1 - alpha.
+    return rng.first_rejection(1 - alpha, count), target
 
 
 def block_accept(p, q, ratio, count, rng: Rng):

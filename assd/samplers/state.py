@@ -22,6 +22,8 @@ class Outcome(IntEnum):
     NONE = 0  # nothing drawn after the accepted proposals (all passed, no exact row left)
     RESIDUAL = 1  # the first rejected proposal was replaced by a draw from the residual
     EXACT = 2  # a token was drawn from an exact conditional (every proposal passed, or none)
+    SIBLING = 3  # a sibling candidate replaced the first rejected proposal (a token tree), then
+    # one exact token after it where one is left
 
 
 @dataclass(kw_only=True)
@@ -104,20 +106,33 @@ class Carried(State):
     next_x: [B, K]     proposals for ranks n .. n+next_k-1
     next_q: [B, K, V]  the draft distribution each was drawn from
     next_k: [B]        how many there are (0: none, e.g. before the first round)
+    next_alt: [B, K, C-1]  sibling candidates of each proposal (a token tree of C candidates per
+                       rank; -1: none), drawn from the same q without replacement
     """
 
     next_x: torch.Tensor
     next_q: torch.Tensor
     next_k: torch.Tensor
+    next_alt: torch.Tensor
 
-    PADDED: ClassVar[dict[str, str]] = {"next_x": "next_k", "next_q": "next_k"}
+    PADDED: ClassVar[dict[str, str]] = {
+        "next_x": "next_k",
+        "next_q": "next_k",
+        "next_alt": "next_k",
+    }
 
 
 def init_state(
-    batch: Batch, forbidden: tuple[int, ...], vocab_size: int, k: int = 0, carried: bool = False
+    batch: Batch,
+    forbidden: tuple[int, ...],
+    vocab_size: int,
+    k: int = 0,
+    carried: bool = False,
+    siblings: int = 0,
 ) -> State:
     """The state before the first round. ``k`` is capped at the most tokens a row generates, so
-    nothing is ever allocated for proposals that cannot exist (one host read, at the start)."""
+    nothing is ever allocated for proposals that cannot exist (one host read, at the start).
+    siblings: candidates carried beside each proposal (a token tree; carried states only)."""
     B = batch.size
     dev = batch.tokens.device
     zeros = torch.zeros(B, dtype=torch.long, device=dev)
@@ -143,6 +158,7 @@ def init_state(
         next_x=torch.zeros(B, k, dtype=torch.long, device=dev),
         next_q=torch.zeros(B, k, int(vocab_size), device=dev),
         next_k=zeros.clone(),
+        next_alt=torch.full((B, k, siblings), -1, dtype=torch.long, device=dev),
     )
 
 
