@@ -124,6 +124,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="proposals per round with head drafts (one method each)",
     )
     p.add_argument(
+        "--tree-cs",
+        type=_ints,
+        default=[4],
+        help="candidates per rank of the token-tree head methods (keys h<k>t<c>)",
+    )
+    p.add_argument(
         "--methods",
         default=None,
         help="comma list of method keys to run (default: all), e.g. b,c,f,h3,i",
@@ -276,6 +282,10 @@ def methods(args, net, forbidden, head, device, dtype):
             )
             block = assd.ASSD(hk, draft="head", verify="block")
             samplers.append((f"hb{hk}", f"engine + ASSD(k={hk}, draft head, block verify)", block))
+            for c in args.tree_cs:  # token trees: c candidates per rank
+                tree = assd.ASSD(hk, draft="head", candidates=c)
+                label = f"engine + ASSD(k={hk}, draft head, tree of {c} per rank)"
+                samplers.append((f"h{hk}t{c}", label, tree))
     want = set(args.methods.split(",")) if args.methods else None
     if want is None or "i" in want:
         auto = assd.fastest(eng)  # measured on this device (assd.samplers.auto)

@@ -22,6 +22,7 @@ SAMPLERS = [
     ASSD(k=4, one_call=True),
     ASSD(k=4, draft="head"),
     ASSD(k=3, draft="head", verify="block"),
+    ASSD(k=3, draft="head", candidates=4),
     ASSD(k=3, temperature=0.7, untempered_oracle=True),
     MeanField(k=3),
 ]
@@ -71,7 +72,12 @@ def test_replayed_rounds_equal_eager_rounds(sampler, dtype):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "sampler",
-    [Sequential(), ASSD(k=4, one_call=True), ASSD(k=3, draft="head", verify="block")],
+    [
+        Sequential(),
+        ASSD(k=4, one_call=True),
+        ASSD(k=3, draft="head", verify="block"),
+        ASSD(k=2, draft="head", candidates=3),
+    ],
     ids=lambda s: s.name,
 )
 def test_compiled_rounds_equal_eager_rounds(sampler):
@@ -87,7 +93,9 @@ def test_compiled_rounds_equal_eager_rounds(sampler):
 
 
 @pytest.mark.parametrize(
-    "sampler", [Sequential(), ASSD(k=3, draft="head", verify="block")], ids=lambda s: s.name
+    "sampler",
+    [Sequential(), ASSD(k=3, draft="head", verify="block"), ASSD(k=2, draft="head", candidates=3)],
+    ids=lambda s: s.name,
 )
 def test_reading_flags_every_few_rounds_changes_nothing(sampler):
     """sync_every > 1: rounds after the batch finished are no-ops; same final state."""
