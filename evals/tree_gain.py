@@ -186,7 +186,9 @@ def main(argv=None) -> dict:
                 )
     table = "\n".join(lines)
     print(table)
-    (out / "tree_gain.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+    (out / "tree_gain.json").write_text(
+        json.dumps({"args": vars(args), "results": results}, indent=1)
+    )
     (out / "tree_gain.md").write_text(
         f"# Tree verification: expected tokens per round (`evals/tree_gain.py`)\n\n"
         f"Settings: {vars(args)}\n\n{table}\n"
