@@ -100,18 +100,12 @@ def test_path_tokens_writes_the_whole_path():
     ],
 )
 def test_broken_trees_are_refused_by_every_backend(field, value, rule):
-    from tests.test_engine import make_batch
+    from assd.model import make_batch
+    from tests.test_heads import tiny_xlnet_with_head
 
+    net, _ = tiny_xlnet_with_head()
     torch.manual_seed(0)
-
-    class _D:  # a fixed draw for tiny_net
-        def draw(self, strategy, label=None):
-            return strategy.example() if label not in DEFAULTS else DEFAULTS[label]
-
-    DEFAULTS = {"d_model": 16, "n_head": 2, "n_layer": 1, "d_inner": 32, "act": "gelu"}
-    DEFAULTS.update({"clamp_len": -1, "seed": 0, "vocab": 12})
-    net = tiny_net(_D())
-    batch = make_batch(torch.randint(0, 12, (1, 8)), torch.arange(8), 2)
+    batch = make_batch(torch.randint(0, 40, (1, 8)), torch.arange(8), 2)
     n, m = torch.tensor([3]), torch.tensor([2])
     fields = dict(
         tok=torch.tensor([[1, 2]]),

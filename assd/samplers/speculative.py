@@ -236,10 +236,10 @@ def sibling_tree(st: State, props: Proposals, valid, n_extra: int):
     ask = ok & (rank + 1 < st.end[:, None, None])  # the sibling's next rank exists
     q = torch.where(ask, rank + 1, -1).flatten(1)
     node = torch.arange(K * C1, device=st.n.device).view(1, K, C1).expand(B, K, C1)
-    pad = torch.full((B, K + 1), -1, dtype=torch.long, device=st.n.device)
+    none = torch.full((B, K + 1 + n_extra), -1, dtype=torch.long, device=st.n.device)
+    # Queries in call order: oracle rows (K + 1), the siblings' rows, the drafter's rows.
     q_node = torch.cat(
-        [pad, torch.where(ask, node, -1).flatten(1), pad[:, :n_extra] if n_extra else pad[:, :0]],
-        1,
+        [none[:, : K + 1], torch.where(ask, node, -1).flatten(1), none[:, K + 1 :]], 1
     )
     tree = Tree(
         tok=props.alt.clamp(min=0).flatten(1),
