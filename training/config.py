@@ -35,6 +35,7 @@ class TrainConfig:
     tokenizer: str | None = None  # default: init's tokenizer, or a BPE trained on ``data``
     vocab_size: int = 8192  # for a tokenizer trained here
     tokenizer_chars: int = 40_000_000
+    split_newlines: bool = False  # for a tokenizer trained here: every newline its own token (code)
 
     # Objective (see training.objective) and the masking-rate schedule (training.schedule).
     objective: str = "joint"

@@ -52,8 +52,9 @@ class FastXLNet(nn.Module):
     the prompt only). ``states(...)`` gives the final content and query states instead.
     """
 
-    def __init__(self, net):
+    def __init__(self, net, pack_queries: bool = True):
         super().__init__()
+        self.pack_queries = pack_queries  # False: every position's query row (for comparison)
         cfg = net.config
         if getattr(cfg, "attn_type", "bi") != "bi" or getattr(cfg, "bi_data", False):
             raise ValueError("FastXLNet needs attn_type='bi' and bi_data=False")
@@ -69,49 +70,85 @@ class FastXLNet(nn.Module):
         labels: torch.Tensor,  # [B, L] the true tokens
         query_limit: torch.Tensor | None = None,  # [B, L]
     ) -> torch.Tensor:  # [N] NLL per target
-        _, g = self.states(tokens, sigma, n_prompt, query_limit)
-        logits = self.net.lm_loss(self.net.transformer.dropout(g[targets])).float()  # [N, V]
+        """Only the targets' query rows are computed (``query_rows``): at the paper's code
+        masking rates (5-25%) that drops most of the query stream, which otherwise doubles
+        every layer's rows."""
+        if self.pack_queries:
+            qpos, valid = query_rows(targets)
+        else:
+            qpos, valid = None, targets
+        _, g = self.states(tokens, sigma, n_prompt, query_limit, qpos)
+        logits = self.net.lm_loss(self.net.transformer.dropout(g[valid])).float()  # [N, V]
         return F.cross_entropy(logits, labels[targets], reduction="none")
 
-    def states(self, tokens, sigma, n_prompt, query_limit=None):
-        """(content [B, L, d], query [B, L, d]) final states of both streams."""
+    def states(self, tokens, sigma, n_prompt, query_limit=None, qpos=None):
+        """(content [B, L, d], query [B, M, d]) final states of both streams.
+
+        qpos: [B, M] the positions whose query rows to compute (default: all L, M = L).
+        """
         tr, cfg = self.net.transformer, self.config
         B, L = tokens.shape
         H, D = cfg.n_head, cfg.d_head
+        dev = tokens.device
         lim_c, lim_q = limits(sigma, n_prompt)
         if query_limit is not None:
             lim_q = query_limit
-        lim = torch.cat([lim_c, lim_q], 1)  # [B, 2L]
-        hidden = torch.where(sigma[:, None, :] < lim[:, :, None], 0.0, float("-inf"))  # [B,2L,L]
-        pos = torch.arange(L, device=tokens.device)
-        rel = (pos[:, None] - pos[None, :] + L - 1).repeat(2, 1)  # [2L, L] distance index
-        pe = tr.dropout(rel_positions(L, cfg.d_model, cfg.clamp_len, tokens.device))
+        pos = torch.arange(L, device=dev)
+        if qpos is None:
+            qpos = pos[None].expand(B, L)
+        lim_q = lim_q.gather(1, qpos)  # [B, M]
+        M = qpos.shape[1]
+        lim = torch.cat([lim_c, lim_q], 1)  # [B, L + M]
+        dt = torch.get_autocast_dtype(dev.type) if torch.is_autocast_enabled(dev.type) else None
+        dt = dt or tr.word_embedding.weight.dtype
+        # [B, L+M, L] in the compute dtype: a float32 mask would promote the whole bias to it
+        hidden = torch.where(sigma[:, None, :] < lim[:, :, None], 0.0, float("-inf")).to(dt)
+        row_pos = torch.cat([pos[None].expand(B, L), qpos], 1)  # [B, L + M]
+        rel = row_pos[:, :, None] - pos[None, None, :] + L - 1  # [B, L+M, L] distance index
+        pe = tr.dropout(rel_positions(L, cfg.d_model, cfg.clamp_len, dev))
 
         h = tr.dropout(tr.word_embedding(tokens))  # [B, L, d]
-        g = tr.dropout(tr.mask_emb.reshape(1, 1, -1).expand(B, L, -1))  # [B, L, d]
-        x = torch.cat([h, g], 1)  # [B, 2L, d]: content rows, then query rows
+        g = tr.dropout(tr.mask_emb.reshape(1, 1, -1).expand(B, M, -1))  # [B, M, d]
+        x = torch.cat([h, g], 1)  # [B, L + M, d]: content rows, then query rows
         for layer in tr.layer:
-            x = _layer(layer, x, pe, rel, hidden, B, L, H, D)
+            x = _layer(layer, x, pe, rel, hidden, L, H, D)
         return x[:, :L], x[:, L:]
 
 
-def _layer(layer, x, pe, rel, hidden, B, L, H, D):
+def query_rows(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(qpos [B, M], valid [B, M]): each row's target positions in ascending order, padded to
+    M = the most targets of any row (rounded up to a multiple of L/8: at most 8 shapes, so a
+    compiled forward compiles few times), so that
+    ``g[valid]`` lists the targets in the row-major order of ``labels[targets]``. Padding rows
+    point at non-target positions and are computed but never scored."""
+    B, L = targets.shape
+    n = targets.sum(1)  # [B]
+    step = max(8, L // 8)
+    M = min(L, max(1, -(-int(n.max()) // step) * step))
+    qpos = torch.argsort((~targets).to(torch.int8), dim=1, stable=True)[:, :M]  # targets first
+    valid = torch.arange(M, device=targets.device)[None] < n[:, None]
+    return qpos, valid
+
+
+def _layer(layer, x, pe, rel, hidden, L, H, D):
+    """One XLNet layer over R = L content rows + M query rows; keys and values are the L
+    content rows. rel: [B, R, L] distance index into pe's rows; hidden: [B, R, L] 0 / -inf."""
     a = layer.rel_attn
-    d = a.q.shape[0]
+    B, R, d = x.shape
     w_q, w_k, w_v = (w.reshape(d, H * D) for w in (a.q, a.k, a.v))
-    q = (x @ w_q).view(B, 2 * L, H, D).transpose(1, 2)  # [B, H, 2L, D]
+    q = (x @ w_q).view(B, R, H, D).transpose(1, 2)  # [B, H, R, D]
     h = x[:, :L]
     k = (h @ w_k).view(B, L, H, D).transpose(1, 2)  # [B, H, L, D]
     v = (h @ w_v).view(B, L, H, D).transpose(1, 2)
     r = (pe.to(x.dtype) @ a.r.reshape(d, H * D)).view(-1, H, D).permute(1, 2, 0)  # [H, D, 2L-1]
-    bd = torch.matmul(q + a.r_r_bias[:, None, :], r)  # [B, H, 2L, 2L-1]
-    bd = bd.gather(-1, rel.expand(B, H, 2 * L, L))  # [B, H, 2L, L]: distance i - j
+    bd = torch.matmul(q + a.r_r_bias[:, None, :], r)  # [B, H, R, 2L-1]
+    bd = bd.gather(-1, rel[:, None].expand(B, H, R, L))  # [B, H, R, L]: distance i - j
     dt = q.dtype  # the autocast dtype where autocast is on
-    bias = (bd * D**-0.5 + hidden[:, None]).to(dt)
+    bias = (bd * D**-0.5).to(dt) + hidden[:, None]
     q_w = (q + a.r_w_bias[:, None, :]).to(dt)
     p_drop = a.dropout.p if a.training else 0.0
     att = F.scaled_dot_product_attention(q_w, k.to(dt), v.to(dt), attn_mask=bias, dropout_p=p_drop)
-    att = att.transpose(1, 2).reshape(B, 2 * L, H * D)
+    att = att.transpose(1, 2).reshape(B, R, H * D)
     att = a.dropout(att @ a.o.reshape(d, H * D).t())
     x = a.layer_norm(att + x)
     return layer.ff(x)

@@ -4,6 +4,12 @@ Byte-level (GPT-2 style) so that every string round-trips exactly: code keeps it
 tabs and indentation, and nothing is normalised away. The special tokens are the ones an XLNet
 model and the ``assd`` loader need; ``<mask>`` fills positions that are to be generated and
 ``<eod>`` joins packed documents.
+
+``split_newlines=True`` (what code models need) makes every newline a token boundary, so a text
+cut at a line start tokenizes exactly as it does in one piece. Without it, GPT-2's rule glues a
+newline to the indentation that follows ("\n\n   " is one token): a prompt that ends at a line
+(every single-line infilling task) then ends in a lone "\n\n" that training only ever saw
+before unindented lines, and the model writes a new top-level statement instead of the line.
 """
 
 from __future__ import annotations
@@ -20,20 +26,27 @@ def train_bpe(
     vocab_size: int = 8192,
     min_frequency: int = 2,
     max_chars: int | None = None,
+    split_newlines: bool = False,
 ):
     """Train a byte-level BPE on ``texts``; returns a ``PreTrainedTokenizerFast``.
 
     Special tokens take ids 0..5 in the order of ``SPECIAL_TOKENS``. ``max_chars`` caps the text
-    read (the merges of a small vocabulary settle long before 60 MB).
+    read (the merges of a small vocabulary settle long before 60 MB). ``split_newlines``: every
+    "\n" is a token of its own (module docstring).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if vocab_size < len(SPECIAL_TOKENS) + 256:
         raise ValueError(
             f"vocab_size must be at least {len(SPECIAL_TOKENS) + 256} (specials + 256 bytes)"
         )
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if split_newlines:
+        lines = pre_tokenizers.Split(Regex("\n"), behavior="isolated")
+        tok.pre_tokenizer = pre_tokenizers.Sequence([lines, byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -123,6 +136,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vocab-size", type=int, default=8192)
     p.add_argument("--max-chars", type=int, default=40_000_000)
     p.add_argument(
+        "--split-newlines",
+        action="store_true",
+        help="every newline a token of its own (code: prompts cut at a line start tokenize as in one piece)",
+    )
+    p.add_argument(
         "--val-every-doc",
         type=int,
         default=None,
@@ -133,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.val_every_doc:
         every = a.val_every_doc
         texts = (t for i, t in enumerate(texts) if i % every != every - 1)
-    tok = train_bpe(texts, a.vocab_size, max_chars=a.max_chars)
+    tok = train_bpe(texts, a.vocab_size, max_chars=a.max_chars, split_newlines=a.split_newlines)
     save(tok, a.out_dir)
     print(f"saved a {len(tok)}-token byte-level BPE to {a.out_dir}")
 

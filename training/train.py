@@ -259,7 +259,13 @@ def _tokenizer(cfg: TrainConfig, acc, out: Path):
         path = out / "tokenizer"
         if acc.is_main_process and not (path / "tokenizer.json").exists():
             texts, _ = split_docs(cfg, 0, 1)  # training documents only: never the validation text
-            save_tokenizer(train_bpe(texts, cfg.vocab_size, max_chars=cfg.tokenizer_chars), path)
+            tok = train_bpe(
+                texts,
+                cfg.vocab_size,
+                max_chars=cfg.tokenizer_chars,
+                split_newlines=cfg.split_newlines,
+            )
+            save_tokenizer(tok, path)
         acc.wait_for_everyone()
         tokenizer = load_tokenizer(str(path))
     if tokenizer.mask_token_id is None:
