@@ -45,13 +45,14 @@ def run_variant(name, preset, args, device, dtype):
     torch.manual_seed(0)
     net = build_model(_Vocab(args.vocab), preset).to(device)
     freeze_unused(net)
-    model = FastXLNet(net, pack_queries=name != "full")
+    B, L = args.batch_size, args.seq_len
+    fixed = int(n_masked_of(torch.tensor([args.mask_max]), L))  # as train.py does
+    model = FastXLNet(net, pack_queries=name != "full", min_query_rows=fixed)
     if name.endswith("compile"):
-        model = torch.compile(model)
+        model = torch.compile(model, dynamic=False)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     sched = MaskSchedule(args.mask_min, args.mask_min, args.mask_max, 0)
     g = torch.Generator().manual_seed(1)
-    B, L = args.batch_size, args.seq_len
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     n_query = n_target = 0.0
 
@@ -70,7 +71,9 @@ def run_variant(name, preset, args, device, dtype):
         opt.step()
         opt.zero_grad(set_to_none=True)
         n_target += int(n.sum()) / B
-        n_query += L if name == "full" else query_rows(sigma >= n_prompt[:, None])[0].shape[1]
+        n_query += (
+            L if name == "full" else query_rows(sigma >= n_prompt[:, None], fixed)[0].shape[1]
+        )
 
     for _ in range(args.warmup):
         step()

@@ -52,9 +52,12 @@ class FastXLNet(nn.Module):
     the prompt only). ``states(...)`` gives the final content and query states instead.
     """
 
-    def __init__(self, net, pack_queries: bool = True):
+    def __init__(self, net, pack_queries: bool = True, min_query_rows: int = 0):
         super().__init__()
         self.pack_queries = pack_queries  # False: every position's query row (for comparison)
+        # At least this many query rows (query_rows): a run sets its most targets per row here,
+        # so every step has one shape and a compiled forward compiles once.
+        self.min_query_rows = min_query_rows
         cfg = net.config
         if getattr(cfg, "attn_type", "bi") != "bi" or getattr(cfg, "bi_data", False):
             raise ValueError("FastXLNet needs attn_type='bi' and bi_data=False")
@@ -73,13 +76,22 @@ class FastXLNet(nn.Module):
         """Only the targets' query rows are computed (``query_rows``): at the paper's code
         masking rates (5-25%) that drops most of the query stream, which otherwise doubles
         every layer's rows."""
-        if self.pack_queries:
-            qpos, valid = query_rows(targets)
-        else:
-            qpos, valid = None, targets
-        _, g = self.states(tokens, sigma, n_prompt, query_limit, qpos)
-        logits = self.net.lm_loss(self.net.transformer.dropout(g[valid])).float()  # [N, V]
-        return F.cross_entropy(logits, labels[targets], reduction="none")
+        if not self.pack_queries:
+            _, g = self.states(tokens, sigma, n_prompt, query_limit)
+            logits = self.net.lm_loss(self.net.transformer.dropout(g[targets])).float()  # [N, V]
+            return F.cross_entropy(logits, labels[targets], reduction="none")
+        qpos, valid = query_rows(targets, self.min_query_rows)
+        _, g = self.states(tokens, sigma, n_prompt, query_limit, qpos)  # g: [B, M, d]
+        if not torch.compiler.is_compiling():
+            logits = self.net.lm_loss(self.net.transformer.dropout(g[valid])).float()  # [N, V]
+            return F.cross_entropy(logits, labels[targets], reduction="none")
+        # Compiled: every padded row is scored and the targets picked last, so that the graph
+        # has static shapes (the number of targets changes every step).
+        logits = self.net.lm_loss(self.net.transformer.dropout(g)).float()  # [B, M, V]
+        nll = F.cross_entropy(
+            logits.flatten(0, 1), labels.gather(1, qpos).flatten(), reduction="none"
+        )
+        return nll[valid.flatten()]
 
     def states(self, tokens, sigma, n_prompt, query_limit=None, qpos=None):
         """(content [B, L, d], query [B, M, d]) final states of both streams.
@@ -115,16 +127,18 @@ class FastXLNet(nn.Module):
         return x[:, :L], x[:, L:]
 
 
-def query_rows(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+@torch.compiler.disable  # host-side sizing: a compiled forward sees fixed-shape inputs
+def query_rows(targets: torch.Tensor, at_least: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(qpos [B, M], valid [B, M]): each row's target positions in ascending order, padded to
     M = the most targets of any row (rounded up to a multiple of L/8: at most 8 shapes, so a
     compiled forward compiles few times), so that
     ``g[valid]`` lists the targets in the row-major order of ``labels[targets]``. Padding rows
-    point at non-target positions and are computed but never scored."""
+    point at non-target positions and are computed but never scored. ``at_least``: pad to at
+    least this many rows (fixed shapes)."""
     B, L = targets.shape
     n = targets.sum(1)  # [B]
     step = max(8, L // 8)
-    M = min(L, max(1, -(-int(n.max()) // step) * step))
+    M = min(L, max(1, at_least, -(-int(n.max()) // step) * step))
     qpos = torch.argsort((~targets).to(torch.int8), dim=1, stable=True)[:, :M]  # targets first
     valid = torch.arange(M, device=targets.device)[None] < n[:, None]
     return qpos, valid

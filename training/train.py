@@ -465,10 +465,16 @@ def train(cfg: TrainConfig) -> dict:
         f"model: {n_params(net) / 1e6:.2f} M parameters, {net.config.n_layer} layers, "
         f"d_model {net.config.d_model}; precision {precision}; {time.time() - t0:.1f}s"
     )
-    fast = FastXLNet(net)  # the training forward over the Hugging Face model
+    # The training forward over the Hugging Face model; query rows padded to the most targets
+    # a row can have at the final masking range, so steps share one shape.
+    fast = FastXLNet(
+        net, min_query_rows=int(n_masked_of(torch.tensor([cfg.mask_max]), cfg.seq_len))
+    )
     model, optimizer = acc.prepare(fast, _optimizer(fast, cfg))
     if cfg.compile:
-        model = torch.compile(model)
+        # Static shapes: inductor's dynamic-shape backward of this forward failed on an H200
+        # (torch 2.11, "shape '[1280, 768]' is invalid"); with fixed query rows there is one.
+        model = torch.compile(model, dynamic=False)
     raw = acc.unwrap_model(model).net  # the Hugging Face model: checkpoints, samples, export
 
     progress = _resume(cfg, out, raw, optimizer, acc)
