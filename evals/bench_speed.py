@@ -84,6 +84,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--rate", type=float, default=0.95, help="masking rate (0.95: 26 of 512 visible)"
     )
     p.add_argument("--k", type=int, default=5)
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run the methods round-robin this many times; report medians and paired ratios "
+        "(for noisy machines: a shared CPU)",
+    )
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument(
         "--eager-too", action="store_true", help="also time the engine without CUDA graphs"
@@ -341,6 +348,10 @@ def methods(args, net, forbidden, head, device, dtype):
 
 
 def end_to_end(args, name, net, tokenizer, forbidden, head, device, dtype) -> list[dict]:
+    """Every method on the same batches. With ``--repeats R`` the methods run round-robin R
+    times (method 1, 2, ..., then again), so that a slow spell of a shared machine hits every
+    method alike; each row then holds the median time over the repeats and each ratio the
+    median of the R paired ratios (with their range), measured side by side."""
     rows = []
     vocab = net.config.vocab_size
     meths = methods(args, net, forbidden, head, device, dtype)
@@ -351,30 +362,57 @@ def end_to_end(args, name, net, tokenizer, forbidden, head, device, dtype) -> li
             seqs = prompt_pool(args, tokenizer, vocab, forbidden, n, L, data)
             batches = make_batches(seqs, L, B, args.rate, args.seed)
             n_ref = args.ref_seqs or B
-            for key, label, model, sampler, is_ref, opts in tqdm(meths, desc=f"{name} L={L} B={B}"):
-                if is_ref and B > 1:
-                    continue  # the paper's code runs batch 1 only
-                use = batches[: max(1, -(-n_ref // B))] if is_ref else batches
-                r = run_method(model, sampler, use, device, 3 if is_ref else None, opts)
+            runs: dict[str, list[dict]] = {}
+            todo = [m for m in meths if not (m[4] and B > 1)]  # the paper's code: batch 1 only
+            for rep in range(args.repeats):
+                for key, _label, model, sampler, is_ref, opts in tqdm(
+                    todo, desc=f"{name} L={L} B={B} run {rep + 1}/{args.repeats}"
+                ):
+                    use = batches[: max(1, -(-n_ref // B))] if is_ref else batches
+                    r = run_method(model, sampler, use, device, 3 if is_ref else None, opts)
+                    runs.setdefault(key, []).append(r)
+                    print(
+                        f"  {name:6s} {key:8s} L={L:4d} B={B:2d} {r['per_seq_s'] * 1e3:9.1f} "
+                        f"ms/seq {r['calls_per_seq']:6.1f} calls {r['draft_calls_per_seq']:6.1f} "
+                        f"head {r['tokens_per_call']:.2f} tok/call {r['ms_per_round']:.2f} ms/round",
+                        flush=True,
+                    )
+            for key, label, model, _sampler, is_ref, _opts in todo:
+                rs = runs[key]
+                r = _median_run(rs)
                 if not is_ref:
                     r["cache_bytes"] = model.open(batches[0].to(device)).cache_bytes
+                r["runs_per_seq_s"] = [x["per_seq_s"] for x in rs]
                 rows.append({"model": name, "method": key, "label": label, "L": L, "B": B, **r})
-                print(
-                    f"  {name:6s} {key:8s} L={L:4d} B={B:2d} {r['per_seq_s'] * 1e3:9.1f} ms/seq "
-                    f"{r['calls_per_seq']:6.1f} calls {r['draft_calls_per_seq']:6.1f} head "
-                    f"{r['tokens_per_call']:.2f} tok/call {r['ms_per_round']:.2f} ms/round",
-                    flush=True,
-                )
     add_speedups(rows)
     return rows
 
 
+def _median_run(rs: list[dict]) -> dict:
+    """The repeats of one method: median time (calls and tokens are the same every repeat)."""
+    out = dict(rs[0])
+    for f in ("wall_s", "per_seq_s", "ms_per_round", "tokens_per_s"):
+        out[f] = statistics.median(x[f] for x in rs)
+    return out
+
+
 def add_speedups(rows: list[dict]) -> None:
+    """speedup_vs_<base>: with repeats, the median of the paired per-repeat ratios (and their
+    range in speedup_vs_<base>_range), else the ratio of the two times."""
     by = {(r["model"], r["method"], r["L"], r["B"]): r for r in rows}
     for r in rows:
         for base in ("a", "b", "c", "c-c"):  # c-c: compiled sequential (with --compile)
             ref = by.get((r["model"], base, r["L"], r["B"]))
-            r[f"speedup_vs_{base}"] = ref["per_seq_s"] / r["per_seq_s"] if ref else None
+            if ref is None:
+                r[f"speedup_vs_{base}"] = None
+                continue
+            pairs = list(zip(ref.get("runs_per_seq_s", []), r.get("runs_per_seq_s", [])))
+            if len(pairs) > 1:
+                ratios = [a / b for a, b in pairs]
+                r[f"speedup_vs_{base}"] = statistics.median(ratios)
+                r[f"speedup_vs_{base}_range"] = [min(ratios), max(ratios)]
+            else:
+                r[f"speedup_vs_{base}"] = ref["per_seq_s"] / r["per_seq_s"]
 
 
 def graph_check(net, forbidden, head, device, dtype, tokenizer, args) -> dict:
