@@ -383,3 +383,20 @@ def test_a_program_killed_from_outside_fails_promptly():
     os.kill(pid, signal.SIGKILL)
     t.join(timeout=5)
     assert not t.is_alive() and not out["r"].passed and out["r"].seconds < 6
+
+
+def test_rescore_replaces_the_verdicts_of_stored_completions():
+    """evals/rescore_code.py: completions judged elsewhere are run again here; the stored
+    verdicts (even a wrong "passed") are replaced by this sandbox's."""
+    from evals.rescore_code import rescore
+
+    records = [
+        {"id": ADD["task_id"], "completion": "    return a + b\n", "passed": False},
+        {"id": ADD["task_id"], "completion": "    return a - b\n", "passed": True},
+    ]
+    out = rescore(records, {ADD["task_id"]: ADD}, workers=2, timeout=10.0)
+    assert [r["passed"] for r in out] == [True, False]
+    assert [r["status"] for r in out] == ["passed", "failed"]
+    assert all(r["canonical_passed"] for r in out)
+    with pytest.raises(ValueError, match="not in --humaneval"):
+        rescore([{"id": "Other/1", "completion": ""}], {ADD["task_id"]: ADD}, 1, 10.0)

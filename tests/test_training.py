@@ -19,7 +19,7 @@ from assd.backends import XLNetReference
 from assd.orders import ORDERS
 from training.config import parse
 from training.data import ChunkStream, pack, read_texts, tokenize
-from training.fast_model import FastXLNet
+from training.fast_model import FastXLNet, query_rows
 from training.model import build_model
 from training.objective import sample_orders, target_nll, weighted_loss
 from training.schedule import MaskSchedule, lr_at, n_masked_of
@@ -216,6 +216,27 @@ def test_parallel_objective_ignores_masked_tokens_and_joint_reads_them(tiny):
         target_nll(fast, x, sigma, n_prompt, "causal", 0)
 
 
+def test_packed_query_rows_equal_every_row(tiny):
+    """The forward computes only the targets' query rows (padded to the most targets of a row,
+    or to ``min_query_rows``): the same NLLs as computing every position's query row."""
+    model, tok = tiny
+    g = torch.Generator().manual_seed(5)
+    B, L = 4, 16
+    x = torch.randint(len(SPECIAL_TOKENS), len(tok), (B, L), generator=g)
+    sigma, n_prompt = sample_orders(torch.tensor([1, 3, 7, 15]), L, "random", g)
+    targets = sigma >= n_prompt[:, None]
+    with torch.no_grad():
+        full = FastXLNet(model, pack_queries=False)(x, sigma, n_prompt, targets, x)
+        packed = FastXLNet(model)(x, sigma, n_prompt, targets, x)
+        padded = FastXLNet(model, min_query_rows=12)(x, sigma, n_prompt, targets, x)
+    assert torch.allclose(packed, full, atol=1e-5) and torch.allclose(padded, full, atol=1e-5)
+    qpos, valid = query_rows(targets, 12)
+    assert qpos.shape == (B, 16) and valid.sum(1).tolist() == [1, 3, 7, 15]
+    assert query_rows(targets[:3])[0].shape == (3, 8)  # 7 targets at most, in steps of 8
+    for b in range(B):  # each row's targets, ascending, then padding
+        assert qpos[b][valid[b]].tolist() == targets[b].nonzero()[:, 0].tolist()
+
+
 def test_loss_weightings():
     nll = torch.tensor([1.0, 3.0, 2.0, 2.0, 2.0, 8.0])
     rows = torch.tensor([0, 0, 2, 2, 2, 2])
@@ -244,6 +265,33 @@ def test_tokenizer_round_trips_whitespace_exactly(corpus):
     for t in texts:
         ids = tok(t, add_special_tokens=False)["input_ids"]
         assert tok.decode(ids) == t
+
+
+CODE = [
+    "def f(x):\n    if x:\n        return x\n\n    return None\n",
+    "class A:\n    def g(self):\n        pass\n\n\ndef h():\n    return [1, 2]\n",
+] * 40
+
+
+def test_split_newline_tokenizer_cuts_at_line_starts_like_one_piece():
+    """A prompt that ends at a line start (every single-line infilling task) must tokenize as
+    it does inside the whole text. GPT-2's rule glues "\n\n" to the next line's indentation,
+    so the plain tokenizer fails this; the split-newline one passes, and still round-trips."""
+    text = CODE[0] + CODE[1]
+    lines = text.splitlines(keepends=True)
+    for split, should_match in ((False, False), (True, True)):
+        tok = train_bpe(CODE, vocab_size=300, split_newlines=split)
+
+        def ids(t):
+            return tok(t, add_special_tokens=False)["input_ids"]
+
+        whole = ids(text)
+        matches = [
+            ids("".join(lines[:i])) + ids("".join(lines[i:])) == whole for i in range(1, len(lines))
+        ]
+        assert all(matches) == should_match
+        assert tok.decode(whole) == text
+    assert tok.convert_ids_to_tokens(ids("\n\n    x"))[:2] == ["Ċ", "Ċ"]  # each newline alone
 
 
 # ---------------------------------------------------------------- data
