@@ -282,7 +282,7 @@ def test_split_newline_tokenizer_cuts_at_line_starts_like_one_piece():
     for split, should_match in ((False, False), (True, True)):
         tok = train_bpe(CODE, vocab_size=300, split_newlines=split)
 
-        def ids(t):
+        def ids(t, tok=tok):
             return tok(t, add_special_tokens=False)["input_ids"]
 
         whole = ids(text)
