@@ -387,3 +387,31 @@ def test_forbid_only_mask_lets_special_tokens_be_generated_and_scored(tiny_model
     g = torch.Generator().manual_seed(0)
     out = assd.sample(paper.model, batch, assd.ASSD(4), generator=g)[0]
     assert mask not in out.tokens[2:] and len(out.tokens) == len(seq)
+
+
+def test_speed_model_inverts_the_round_model():
+    """evals/speed_model.py: implied acceptance inverts tokens per round; targets beyond a
+    round's ceiling (every proposal accepted) are unreachable; a measured row is decomposed."""
+    from evals.speed_model import acceptance_for, rows_of, tokens_per_round
+
+    assert tokens_per_round(0.0, 3) == 1.0 and tokens_per_round(1.0, 3) == 4.0
+    assert tokens_per_round(0.5, 2) == pytest.approx(1.75)
+    for a in (0.1, 0.55, 0.9):
+        assert acceptance_for(tokens_per_round(a, 4), 4) == pytest.approx(a, abs=1e-9)
+    assert acceptance_for(3.5, 2) is None  # more than k + 1 tokens a round
+    row = dict(L=256, B=1, model="m", calls_per_seq=100.0, rounds_per_batch=100)
+    bench = {
+        "end_to_end": [
+            row
+            | dict(method="c", label="engine + Sequential", per_seq_s=1.0, ms_per_round=1.0)
+            | dict(tokens_per_call=1.0, calls_per_seq=175.0, rounds_per_batch=175),
+            row
+            | dict(method="h2", label="engine + ASSD(k=2, draft head)", per_seq_s=0.8)
+            | dict(ms_per_round=1.4, tokens_per_call=1.75),
+        ]
+    }
+    (r,) = rows_of(bench)
+    assert r["tokens_per_round"] == pytest.approx(1.75) and r["acceptance"] == pytest.approx(0.5)
+    assert r["round_cost"] == pytest.approx(1.4) and r["ceiling"] == pytest.approx(3 / 1.4)
+    assert r["needed_1.2"] == pytest.approx(acceptance_for(1.2 * 1.4, 2))
+    assert r["needed_1.5"] == pytest.approx(acceptance_for(2.1, 2))
