@@ -6,6 +6,8 @@ On the CPU the replay machinery runs each round eagerly on the static buffers an
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -127,12 +129,19 @@ def test_a_round_that_cannot_compile_runs_uncompiled(monkeypatch):
 
         return step
 
-    monkeypatch.setattr(graphs, "compiled_step", broken)
+    tries = []
+    monkeypatch.setattr(graphs, "compiled_step", lambda s: tries.append(s) or broken(s))
+    monkeypatch.setattr(graphs, "_failed", set())
     model, batch = engine_and_batch()
     sampler = ASSD(k=3, draft="head")
     with pytest.warns(UserWarning, match="compiling the round failed.*no C\\+\\+ compiler"):
         got = run(model, batch, sampler, True, "cpu", compile=True)
     assert got == run(model, batch, sampler, False, "cpu")
+    # Not tried again for the same round (each try costs a whole compilation): no warning now.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run(model, batch, sampler, True, "cpu", compile=True) == got
+    assert len(tries) == 1
 
 
 def test_compile_needs_the_round_machinery():

@@ -43,6 +43,9 @@ RECOMPILE_LIMIT = 64  # compiled steps kept per code object (every ASSD form sha
 # this, new ones run uncompiled with a warning, rather than silently once dynamo's limit is hit.
 MAX_COMPILED = 48
 _compiled: set = set()
+# Rounds whose compilation failed once (an op the compiler cannot take, no C++ compiler): not
+# tried again in this process, since each try costs a full compilation before it fails.
+_failed: set = set()
 _compiled_lock = threading.Lock()
 
 WARM_ROUNDS = 2  # eager rounds before the capture (the first round may compute many rows)
@@ -83,13 +86,21 @@ def compiled_step(sampler) -> Callable:
     return torch.compile(sampler.step, dynamic=False)
 
 
-def _may_compile(sampler, state: State, session) -> bool:
-    """Count this (sampler settings, batch shape, model) as compiled, unless MAX_COMPILED
-    distinct ones already are (then warn: this round runs uncompiled)."""
+def _compile_key(sampler, state: State, session) -> tuple:
+    """(sampler settings, batch shape, device, model): one compiled round each."""
     backend = getattr(session, "session", session)
     model = getattr(backend, "engine", backend)
-    key = (repr(sampler), tuple(state.tokens.shape), state.k, str(state.n.device), id(model))
+    return (repr(sampler), tuple(state.tokens.shape), state.k, str(state.n.device), id(model))
+
+
+def _may_compile(sampler, state: State, session) -> bool:
+    """Count this (sampler settings, batch shape, model) as compiled, unless its compilation
+    failed before (False, silently: it warned then) or MAX_COMPILED distinct ones already are
+    (then warn: this round runs uncompiled)."""
+    key = _compile_key(sampler, state, session)
     with _compiled_lock:
+        if key in _failed:
+            return False
         if key in _compiled or len(_compiled) < MAX_COMPILED:
             _compiled.add(key)
             return True
@@ -135,7 +146,15 @@ def capture_round(sampler, state: State, session, rng, compile: bool = False) ->
                 step = compiled_step(sampler)
                 _step_on(step, _copy(static), session, rng, block, rows)
         except Exception as e:  # no compiler on this machine, an unsupported op, ...
-            warnings.warn(f"compiling the round failed, rounds run uncompiled: {e}", stacklevel=3)
+            warnings.warn(
+                f"compiling the round failed, rounds run uncompiled (not tried again for "
+                f"{sampler.name} at this shape in this process): {e}",
+                stacklevel=3,
+            )
+            with _compiled_lock:
+                key = _compile_key(sampler, state, session)
+                _compiled.discard(key)
+                _failed.add(key)
             step = sampler.step
 
     def round_in_place() -> RoundRecord:
