@@ -99,9 +99,13 @@ class TorchRng:
         u = self._uniform(probs.shape[:-1], probs) * cdf[..., -1]
         idx = torch.searchsorted(cdf, u.unsqueeze(-1), right=True).squeeze(-1)
         idx = idx.clamp(max=probs.shape[-1] - 1)
-        # Never return a zero-probability token because of rounding at a cdf plateau.
+        # Never return a zero-probability token: u can round up to the total, past the last
+        # token with mass; then take that token (the first index where the cdf reaches its
+        # total). A search, not an argmax: Triton cannot compile an argmax over a 32k vocabulary
+        # at batch 1 ("NYI TritonSplitDimKernel reductions").
         bad = torch.gather(probs, -1, idx.unsqueeze(-1)).squeeze(-1) <= 0
-        idx = torch.where(bad, probs.argmax(-1), idx)
+        last = torch.searchsorted(cdf, cdf[..., -1:], right=False).squeeze(-1)
+        idx = torch.where(bad, last.clamp(max=probs.shape[-1] - 1), idx)
         return torch.where(valid, idx, 0)
 
     def first_rejection(self, accept: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
