@@ -104,7 +104,7 @@ class TorchRng:
         # total). A search, not an argmax: Triton cannot compile an argmax over a 32k vocabulary
         # at batch 1 ("NYI TritonSplitDimKernel reductions").
         bad = torch.gather(probs, -1, idx.unsqueeze(-1)).squeeze(-1) <= 0
-        last = torch.searchsorted(cdf, cdf[..., -1:], right=False).squeeze(-1)
+        last = torch.searchsorted(cdf, cdf[..., -1:].contiguous(), right=False).squeeze(-1)
         idx = torch.where(bad, last.clamp(max=probs.shape[-1] - 1), idx)
         return torch.where(valid, idx, 0)
 
