@@ -29,6 +29,50 @@ def test_head_assd_is_exact(problem, t, data):
     assert max_abs_difference(got, want) < 1e-9
 
 
+@SETTINGS
+@given(toy_problems(max_outcomes=64), st.sampled_from([0.7, 1.0]), st.data())
+def test_head_assd_with_an_adaptive_draft_length_is_exact(problem, t, data):
+    """stop_below: drafting stops after an unlikely proposal. The computed distribution of the
+    real step code (every draw enumerated) equals the sequential joint, with token and block
+    verification and with token trees."""
+    model, batch, m = problem
+    model.has_draft_head = True
+    k = data.draw(st.integers(1, m))
+    tau = data.draw(st.sampled_from([0.2, 0.5, 0.9]))
+    form = data.draw(st.sampled_from([{}, {"verify": "block"}, {"candidates": 2}]))
+    sampler = ASSD(k=k, temperature=t, draft="head", stop_below=tau, **form)
+    got = sampler_distribution(model, batch, sampler)
+    want = sequential_joint(model, batch, t)
+    assert abs(sum(got.values()) - 1) < 1e-9
+    assert max_abs_difference(got, want) < 1e-9
+
+
+def test_an_adaptive_draft_length_drafts_fewer_and_keeps_the_call_bound():
+    from assd.backends.toy import ToyASARM
+
+    model = ToyASARM(4, 9, seed=3, draft_head=True)
+    sigma, P = assd.order_from_mask(torch.tensor([False] + [True] * 8))
+    batch = make_batch(torch.zeros(64, 9, dtype=torch.long), sigma.expand(64, 9), P.expand(64))
+    heads = {}
+    for tau in (0.0, 0.6):
+        sampler = ASSD(k=4, draft="head", stop_below=tau)
+        res = sample(model, batch, sampler, torch.Generator().manual_seed(0))
+        for r in res:
+            assert r.n_generated == 8 and r.nfe <= 8  # a target call commits >= 1 token
+            assert all(len(t.drafted) <= 4 for t in r.trace)
+        heads[tau] = sum(r.draft_calls for r in res) / sum(r.rounds for r in res)
+    assert heads[0.6] < heads[0.0]  # fewer head calls a round
+
+
+def test_stop_below_is_checked():
+    with pytest.raises(ValueError, match="stop_below.*draft='head'"):
+        ASSD(k=3, stop_below=0.5)
+    for bad in (1.0, -0.1, True, "0.5"):
+        with pytest.raises(ValueError, match="stop_below must lie in"):
+            ASSD(k=3, draft="head", stop_below=bad)
+    assert ASSD(k=3, draft="head", stop_below=0.25).name == "assd-head+stop0.25(k=3)"
+
+
 def test_head_rounds_cost_one_target_call_and_count_head_calls_apart():
     from assd.backends.toy import ToyASARM
 
@@ -108,10 +152,18 @@ def test_engine_draft_logits_equal_the_reference():
         eng.draft_logits(batch.tokens, (P + 6)[:, None], (P + 5)[:, None], (P + 5)[:, None])
 
 
-def test_head_sampling_gives_identical_tokens_on_engine_and_reference():
+@pytest.mark.parametrize(
+    "B, sampler",
+    [
+        (4, ASSD(k=3, draft="head")),
+        (4, ASSD(k=3, draft="head", stop_below=0.05)),  # rows stop at different steps
+        (1, ASSD(k=3, draft="head", stop_below=0.9)),  # all stop: the engine skips the call
+    ],
+    ids=lambda x: getattr(x, "name", str(x)),
+)
+def test_head_sampling_gives_identical_tokens_on_engine_and_reference(B, sampler):
     net, head = tiny_xlnet_with_head(seed=2)
-    batch = random_batch(B=4, L=12, seed=3)
-    sampler = ASSD(k=3, draft="head")
+    batch = random_batch(B=B, L=12, seed=3)
     out = []
     for model in (XLNetReference(net, head=head), XLNetEngine.from_hf(net, head=head)):
         res = sample(model, batch, sampler, torch.Generator().manual_seed(5), trace=False)

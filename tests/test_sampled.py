@@ -86,3 +86,9 @@ def test_exact_samplers_pass(sampler):
 @pytest.mark.parametrize("sampler", [MeanField(k=4), ASSD(k=4, r_atol=0.9)], ids=lambda s: s.name)
 def test_inexact_sampler_is_rejected(sampler):
     assert min(pvalues(sampler, seed=1234)) < 1e-4
+
+
+def test_head_drafts_with_an_adaptive_draft_length_pass():
+    """ASSD(draft="head", stop_below=): drafting stops after an unlikely proposal."""
+    sampler = ASSD(k=3, draft="head", stop_below=0.4)
+    assert min(pvalues(sampler, seed=4321, draft_head=True)) > 1e-4

@@ -424,10 +424,12 @@ class EngineSession:
                 self.errors[first : first + len(checks)] |= torch.stack(checks)
         else:
             S = torch.where(valid_q, q_feat, 0).amax()
-            W, S, *errs = torch.stack([width, S, *checks]).tolist()  # the call's one host sync
-            for bad, msg in zip(errs, DRAFT_RULES):
+            W, S, any_q, *errs = torch.stack([width, S, valid_q.any(), *checks]).tolist()
+            for bad, msg in zip(errs, DRAFT_RULES):  # (that was the call's one host sync)
                 if bad:
                     raise ValueError(msg)
+            if not any_q:  # padding queries only (drafting stopped, e.g. ASSD(stop_below=)):
+                return torch.zeros(B, q_rank.shape[1], head.config.vocab_size, device=tokens.device)
             span = _round_up(max(S, 1))
         t_rank = f_lo[:, None] + torch.arange(W, device=tokens.device)  # [B, W] token-read ranks
         t_pos = torch.gather(self.pos_of_rank, 1, t_rank.clamp(max=L - 1))

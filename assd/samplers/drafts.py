@@ -199,19 +199,24 @@ class HeadDraft(_CarriedDraft):
         feat = st.n + verdict.accepted
         cur = torch.where(st.sigma < new_n[:, None], tokens, st.blank)
         ar = torch.arange(K, device=new_n.device)
-        ok = ar < new_k[:, None]  # [B, K]: step i drafts
-        ranks = torch.where(ok, new_n[:, None] + ar, -1)
-        feats = torch.where(ok, feat[:, None], -1)
-        xs, qs, alts = [], [], []
+        ok = ar < new_k[:, None]  # [B, K]: step i may draft
+        go = torch.ones_like(new_k, dtype=torch.bool)  # [B]: no proposal has stopped the row
+        xs, qs, alts, oks = [], [], [], []
         for i in range(K):  # one head call per proposal, each reading the proposals before it
-            r, oki = ranks[:, i : i + 1], ok[:, i : i + 1]
-            logits = session.draft_logits(cur, r, r, feats[:, i : i + 1])
+            oki = ok[:, i : i + 1] & go[:, None]  # [B, 1]
+            r = torch.where(oki, new_n[:, None] + i, -1)  # stopped rows: padding queries
+            logits = session.draft_logits(cur, r, r, torch.where(oki, feat[:, None], -1))
             qi = to_probs(logits, s.temperature, st.forbidden)  # [B, 1, V]
             xi = rng.categorical(qi, oki)
             cur = st.place(cur, r, xi, oki)
+            if s.stop_below:  # a stopping rule on the proposals drawn so far: still exact
+                go = go & (torch.gather(qi[:, 0], 1, xi)[:, 0] >= s.stop_below)
             xs.append(xi)
-            qs.append(qi * oki[:, :, None])  # rows past new_k: zeros
+            qs.append(qi * oki[:, :, None])  # rows past the drafted ones: zeros
+            oks.append(oki)
             alts.append(self._siblings(s, qi, xi, oki, rng))
+        if s.stop_below and K:
+            new_k = torch.cat(oks, 1).sum(1)  # a prefix of the steps: the ones drafted
         nx = torch.cat(xs, 1) if K else torch.zeros(B, 0, dtype=torch.long, device=new_n.device)
         nq = torch.cat(qs, 1) if K else torch.zeros(B, 0, V, device=new_n.device)
         carried = {"next_x": nx, "next_q": nq, "next_k": new_k}

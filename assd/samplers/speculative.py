@@ -58,6 +58,11 @@ class ASSD:
     target becomes norm(max(p - q', 0)) after each rejected candidate, q' the draft without the
     candidates already tried); an accepted sibling takes the rank and is followed by one exact
     token. Exact for any C; more tokens per call for more query rows.
+    stop_below: head drafts only, an adaptive draft length: a round's drafting stops after a
+    proposal the head itself gave probability below this (EAGLE-2 / SpecDec++ style: an
+    unlikely proposal is likely rejected, and what would follow it is wasted). Exact, since
+    whether proposal i+1 is drawn depends only on proposals already drawn (a stopping rule);
+    the stopped steps' head queries are padding, which backends may skip. 0 = always k.
     """
 
     k: int = 5
@@ -69,6 +74,7 @@ class ASSD:
     one_call: bool = False
     verify: str = "token"
     candidates: int = 1
+    stop_below: float = 0.0
 
     def __post_init__(self):
         check_k(self.k)
@@ -83,6 +89,13 @@ class ASSD:
             raise ValueError(f"verify must be one of {VERIFY}, got {self.verify!r}")
         if self.verify == "block" and self.r_atol:
             raise ValueError("r_atol (lossy token acceptance) needs verify='token'")
+        sb = self.stop_below
+        if isinstance(sb, bool) or not isinstance(sb, (int, float)) or not 0.0 <= sb < 1.0:
+            raise ValueError(f"stop_below must lie in [0, 1) (0 = off), got {sb!r}")
+        if sb and self.draft != "head":
+            raise ValueError(
+                f"stop_below={sb} stops the draft head's proposals early: set draft='head'"
+            )
         c = self.candidates
         if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_CANDIDATES:
             raise ValueError(
@@ -99,6 +112,7 @@ class ASSD:
     def name(self) -> str:
         block = "+block" if self.verify == "block" else ""
         block += f"+tree{self.candidates}" if self.candidates > 1 else ""
+        block += f"+stop{self.stop_below:g}" if self.stop_below else ""
         if self.one_call:
             return f"assd-onecall{block}(k={self.k})"
         return f"assd-{self.draft}{'+bonus' if self.bonus else ''}{block}(k={self.k})"
