@@ -131,6 +131,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="proposals per round with head drafts (one method each)",
     )
     p.add_argument(
+        "--stop-taus",
+        type=lambda x: [float(v) for v in x.split(",") if v.strip()],
+        default=[],
+        help="adaptive draft lengths: head methods that stop drafting after a proposal of head "
+        "probability < tau (keys h<k>s<tau>, hb<k>s<tau>)",
+    )
+    p.add_argument(
         "--tree-cs",
         type=_ints,
         default=[4],
@@ -289,6 +296,13 @@ def methods(args, net, forbidden, head, device, dtype):
             )
             block = assd.ASSD(hk, draft="head", verify="block")
             samplers.append((f"hb{hk}", f"engine + ASSD(k={hk}, draft head, block verify)", block))
+            for tau in args.stop_taus:  # adaptive draft length: stop after q(x) < tau
+                for verify, v in (("token", ""), ("block", "b")):
+                    stop = assd.ASSD(hk, draft="head", verify=verify, stop_below=tau)
+                    label = (
+                        f"engine + ASSD(k={hk}, draft head{', block' * bool(v)}, stop < {tau:g})"
+                    )
+                    samplers.append((f"h{v}{hk}s{tau:g}", label, stop))
             for c in args.tree_cs:  # token trees: c candidates per rank
                 tree = assd.ASSD(hk, draft="head", candidates=c)
                 label = f"engine + ASSD(k={hk}, draft head, tree of {c} per rank)"
