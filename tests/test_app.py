@@ -427,6 +427,8 @@ def test_app_flags_and_env_choose_the_models_and_server(monkeypatch):
     import app
 
     calls = {}
+    threads = []
+    monkeypatch.setattr(app.torch, "set_num_threads", threads.append)
     monkeypatch.setattr(app, "build", lambda *a: calls.setdefault("build", a) and "blocks")
     monkeypatch.setattr(app, "launch", lambda *a, **kw: calls.setdefault("launch", (a, kw)))
     monkeypatch.setenv("ASSD_MODEL", "code")
@@ -452,6 +454,14 @@ def test_app_flags_and_env_choose_the_models_and_server(monkeypatch):
     monkeypatch.setenv("ASSD_COMPILE", "1")
     app.main(["--no-preload"])
     assert calls["build"][2].loader.keywords == {"compile": True}
+    # Torch threads: the cores shared among the concurrent runs, unless --threads says.
+    assert threads == [app.cpu_threads(2)] * 3
+    monkeypatch.setattr(app.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert (app.cpu_threads(2), app.cpu_threads(1), app.cpu_threads(8)) == (2, 4, 1)
+    app.main(["--no-preload", "--threads", "3"])
+    assert threads[-1] == 3
+    with pytest.raises(SystemExit):
+        app.main(["--no-preload", "--threads", "0"])
 
 
 def test_examples_switch_between_embedded_models_only():
