@@ -25,9 +25,9 @@ TRUE = ("1", "true", "yes", "on")
 def cpu_threads(concurrency: int) -> int:
     """Torch CPU threads per process: the usable cores shared among the concurrent runs.
 
-    Measured on a 2-core CPU with the embedded models: one thread each is faster than two
-    shared (a 64-token infill 0.9-1.2 s against 1.2-1.8 s alone, 1.1-2.0 s against 1.5-1.6 s
-    two at a time), and with other work on the cores two threads ran 4x slower than one."""
+    Measured on a 2-core CPU with the embedded models: a 64-token infill alone took 0.9-1.2 s
+    on one thread against 1.2-1.8 s on two; two at a time the figures were mixed (1.1-2.0 s
+    against 1.5-1.6 s); with other work on both cores two threads ran 4x slower than one."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cores or 1) // concurrency)
 

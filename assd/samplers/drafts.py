@@ -200,17 +200,22 @@ class HeadDraft(_CarriedDraft):
         cur = torch.where(st.sigma < new_n[:, None], tokens, st.blank)
         ar = torch.arange(K, device=new_n.device)
         ok = ar < new_k[:, None]  # [B, K]: step i may draft
-        go = torch.ones_like(new_k, dtype=torch.bool)  # [B]: no proposal has stopped the row
+        ranks = torch.where(ok, new_n[:, None] + ar, -1)
+        feats = torch.where(ok, feat[:, None], -1)
+        go = None  # stop_below: [B] rows whose proposals so far keep drafting
         xs, qs, alts, oks = [], [], [], []
         for i in range(K):  # one head call per proposal, each reading the proposals before it
-            oki = ok[:, i : i + 1] & go[:, None]  # [B, 1]
-            r = torch.where(oki, new_n[:, None] + i, -1)  # stopped rows: padding queries
-            logits = session.draft_logits(cur, r, r, torch.where(oki, feat[:, None], -1))
+            r, f, oki = ranks[:, i : i + 1], feats[:, i : i + 1], ok[:, i : i + 1]
+            if go is not None:  # stopped rows: padding queries (a backend may skip them)
+                oki = oki & go[:, None]
+                r, f = torch.where(oki, r, -1), torch.where(oki, f, -1)
+            logits = session.draft_logits(cur, r, r, f)
             qi = to_probs(logits, s.temperature, st.forbidden)  # [B, 1, V]
             xi = rng.categorical(qi, oki)
             cur = st.place(cur, r, xi, oki)
             if s.stop_below:  # a stopping rule on the proposals drawn so far: still exact
-                go = go & (torch.gather(qi[:, 0], 1, xi)[:, 0] >= s.stop_below)
+                keep = torch.gather(qi[:, 0], 1, xi)[:, 0] >= s.stop_below
+                go = keep if go is None else go & keep
             xs.append(xi)
             qs.append(qi * oki[:, :, None])  # rows past the drafted ones: zeros
             oks.append(oki)
