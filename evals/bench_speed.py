@@ -138,6 +138,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "probability < tau (keys h<k>s<tau>, hb<k>s<tau>)",
     )
     p.add_argument(
+        "--adapt-ks",
+        type=lambda x: [float(v) for v in x.split(",") if v.strip()],
+        default=[],
+        help="k per row from the running acceptance: head methods drafting proposal i while "
+        "acc^(i+1) >= a (keys h<k>a<a>, hb<k>a<a>)",
+    )
+    p.add_argument(
         "--tree-cs",
         type=_ints,
         default=[4],
@@ -303,6 +310,11 @@ def methods(args, net, forbidden, head, device, dtype):
                         f"engine + ASSD(k={hk}, draft head{', block' * bool(v)}, stop < {tau:g})"
                     )
                     samplers.append((f"h{v}{hk}s{tau:g}", label, stop))
+            for a in args.adapt_ks:  # k per row from the running acceptance
+                for verify, v in (("token", ""), ("block", "b")):
+                    adapt = assd.ASSD(hk, draft="head", verify=verify, adapt_k=a)
+                    label = f"engine + ASSD(k<={hk}, draft head{', block' * bool(v)}, adapt {a:g})"
+                    samplers.append((f"h{v}{hk}a{a:g}", label, adapt))
             for c in args.tree_cs:  # token trees: c candidates per rank
                 tree = assd.ASSD(hk, draft="head", candidates=c)
                 label = f"engine + ASSD(k={hk}, draft head, tree of {c} per rank)"

@@ -64,6 +64,68 @@ def test_an_adaptive_draft_length_drafts_fewer_and_keeps_the_call_bound():
     assert heads[0.6] < heads[0.0]  # fewer head calls a round
 
 
+@SETTINGS
+@given(toy_problems(max_outcomes=64), st.sampled_from([0.7, 1.0]), st.data())
+def test_head_assd_with_k_from_the_running_acceptance_is_exact(problem, t, data):
+    """adapt_k: each row's k follows its running acceptance. The computed distribution of the
+    real step code (every draw enumerated, so every history of acceptances) equals the
+    sequential joint, with token and block verification, token trees and stop_below."""
+    model, batch, m = problem
+    model.has_draft_head = True
+    k = data.draw(st.integers(1, m))
+    thr = data.draw(st.sampled_from([0.3, 0.5, 0.8]))
+    form = data.draw(
+        st.sampled_from([{}, {"verify": "block"}, {"candidates": 2}, {"stop_below": 0.3}])
+    )
+    sampler = ASSD(k=k, temperature=t, draft="head", adapt_k=thr, **form)
+    got = sampler_distribution(model, batch, sampler)
+    want = sequential_joint(model, batch, t)
+    assert abs(sum(got.values()) - 1) < 1e-9
+    assert max_abs_difference(got, want) < 1e-9
+
+
+def test_adaptive_k_follows_the_running_acceptance():
+    from assd.samplers.drafts import adaptive_k, running_acceptance
+    from assd.samplers.speculative import Verdict
+    from assd.samplers.state import ACCEPT_PRIOR, ACCEPT_RATE
+
+    acc = torch.tensor([0.9, 0.6, 0.3, 0.0, 1.0])
+    # 0.9: 0.9 0.81 0.73 0.66 0.59 -> 5; 0.6: 0.6 0.36 -> 2 at 0.3; 0.3 -> 1 (at 0.3: 0.3 >= 0.3)
+    assert adaptive_k(acc, 0.3, 5).tolist() == [5, 2, 1, 1, 5]
+    assert adaptive_k(acc, 0.95, 5).tolist() == [1, 1, 1, 1, 5]  # never below one
+    assert adaptive_k(acc, 0.3, 2).tolist() == [2, 2, 1, 1, 2]  # never above k
+    # The estimate moves towards the mean of min(1, p/q) over the verified proposals only.
+    sigma, P = assd.order_from_mask(torch.tensor([False] + [True] * 5))
+    batch = make_batch(torch.zeros(3, 6, dtype=torch.long), sigma.expand(3, 6), P.expand(3))
+    state = ASSD(k=3, draft="head", adapt_k=0.5).init(batch, (), 4)
+    assert torch.allclose(state.accept, torch.full((3,), ACCEPT_PRIOR))
+    state.next_k = torch.tensor([2, 0, 3])
+    px = torch.tensor([[0.2, 0.9, 0.5], [0.1, 0.1, 0.1], [0.4, 0.4, 0.1]])
+    qx = torch.tensor([[0.4, 0.3, 0.5], [0.5, 0.5, 0.5], [0.2, 0.8, 0.2]])
+    z = torch.zeros(3, dtype=torch.long)
+    new = running_acceptance(state, Verdict(z, z, z, px, qx))
+    obs = torch.tensor([(0.5 + 1.0) / 2, ACCEPT_PRIOR, (1.0 + 0.5 + 0.5) / 3])
+    assert torch.allclose(new, ACCEPT_PRIOR + ACCEPT_RATE * (obs - ACCEPT_PRIOR))
+
+
+def test_k_from_the_running_acceptance_drafts_by_row_and_keeps_the_call_bound():
+    from assd.backends.toy import ToyASARM
+
+    model = ToyASARM(4, 9, seed=3, draft_head=True)
+    sigma, P = assd.order_from_mask(torch.tensor([False] + [True] * 8))
+    batch = make_batch(torch.zeros(64, 9, dtype=torch.long), sigma.expand(64, 9), P.expand(64))
+    heads, sizes = {}, {}
+    for thr in (0.0, 0.5):
+        sampler = ASSD(k=4, draft="head", adapt_k=thr)
+        res = sample(model, batch, sampler, torch.Generator().manual_seed(0))
+        for r in res:
+            assert r.n_generated == 8 and r.nfe <= 8  # a target call commits >= 1 token
+        heads[thr] = sum(r.draft_calls for r in res) / sum(r.rounds for r in res)
+        sizes[thr] = {len(t.drafted) for r in res for t in r.trace[1:]}
+    assert heads[0.5] < heads[0.0]  # fewer head calls a round
+    assert len(sizes[0.5] - {0}) > 1  # rows and rounds draft different numbers of proposals
+
+
 def test_stop_below_is_checked():
     with pytest.raises(ValueError, match="stop_below.*draft='head'"):
         ASSD(k=3, stop_below=0.5)
@@ -71,6 +133,12 @@ def test_stop_below_is_checked():
         with pytest.raises(ValueError, match="stop_below must lie in"):
             ASSD(k=3, draft="head", stop_below=bad)
     assert ASSD(k=3, draft="head", stop_below=0.25).name == "assd-head+stop0.25(k=3)"
+    with pytest.raises(ValueError, match="adapt_k.*draft='head'"):
+        ASSD(k=3, adapt_k=0.5)
+    for bad in (1.0, -0.1, True, "0.5"):
+        with pytest.raises(ValueError, match="adapt_k must lie in"):
+            ASSD(k=3, draft="head", adapt_k=bad)
+    assert ASSD(k=3, draft="head", adapt_k=0.4).name == "assd-head+adapt0.4(k=3)"
 
 
 def test_head_rounds_cost_one_target_call_and_count_head_calls_apart():
@@ -158,6 +226,7 @@ def test_engine_draft_logits_equal_the_reference():
         (4, ASSD(k=3, draft="head")),
         (4, ASSD(k=3, draft="head", stop_below=0.05)),  # rows stop at different steps
         (1, ASSD(k=3, draft="head", stop_below=0.9)),  # all stop: the engine skips the call
+        (4, ASSD(k=3, draft="head", adapt_k=0.4)),  # k per row from the running acceptance
     ],
     ids=lambda x: getattr(x, "name", str(x)),
 )

@@ -92,3 +92,9 @@ def test_head_drafts_with_an_adaptive_draft_length_pass():
     """ASSD(draft="head", stop_below=): drafting stops after an unlikely proposal."""
     sampler = ASSD(k=3, draft="head", stop_below=0.4)
     assert min(pvalues(sampler, seed=4321, draft_head=True)) > 1e-4
+
+
+def test_head_drafts_with_k_from_the_running_acceptance_pass():
+    """ASSD(draft="head", adapt_k=): each row's k follows its running acceptance."""
+    sampler = ASSD(k=3, draft="head", adapt_k=0.4)
+    assert min(pvalues(sampler, seed=4321, draft_head=True)) > 1e-4

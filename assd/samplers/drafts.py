@@ -22,7 +22,7 @@ from ..model import Batch, Session, one_call_queries
 from ..probs import to_probs
 from ..rng import Rng
 from .bigram import bigram_draft
-from .state import Carried, State, init_state
+from .state import ACCEPT_RATE, Carried, State, init_state
 
 DRAFTS = ("self", "bigram", "head")
 
@@ -194,6 +194,11 @@ class HeadDraft(_CarriedDraft):
         B, K, V = st.n.shape[0], st.k, st.vocab_size
         new_n = verdict.new_n
         new_k = self._next_k(st, new_n)
+        carried = {}
+        if s.adapt_k:  # k per row from its running acceptance: a function of the past, exact
+            acc = running_acceptance(st, verdict)
+            new_k = torch.minimum(new_k, adaptive_k(acc, s.adapt_k, K))
+            carried["accept"] = acc
         # The target's states are valid below n + accepted (the token drawn after the accepted
         # proposals was never run through the target); the head reads later ranks as tokens.
         feat = st.n + verdict.accepted
@@ -224,7 +229,7 @@ class HeadDraft(_CarriedDraft):
             new_k = torch.cat(oks, 1).sum(1)  # a prefix of the steps: the ones drafted
         nx = torch.cat(xs, 1) if K else torch.zeros(B, 0, dtype=torch.long, device=new_n.device)
         nq = torch.cat(qs, 1) if K else torch.zeros(B, 0, V, device=new_n.device)
-        carried = {"next_x": nx, "next_q": nq, "next_k": new_k}
+        carried.update(next_x=nx, next_q=nq, next_k=new_k)
         if s.candidates > 1:
             carried["next_alt"] = torch.stack(alts, 1) if K else st.next_alt
         return carried, new_k
@@ -243,6 +248,31 @@ class HeadDraft(_CarriedDraft):
             out.append(torch.where(live, y, -1))
             rest = rest.scatter(2, y[:, :, None], 0.0)
         return torch.cat(out, 1)
+
+
+def running_acceptance(st: Carried, verdict) -> torch.Tensor:
+    """[B]: each row's acceptance estimate after this round, moved towards the mean of
+    min(1, p/q) over the proposals it verified (rows without proposals keep theirs). The mean
+    of min(1, p/q) is the expected acceptance of those proposals: less noisy than counting."""
+    K = st.k
+    drafted = torch.where(st.active, st.next_k, 0)  # [B] proposals verified this round
+    if K == 0:
+        return st.accept
+    ok = torch.arange(K, device=drafted.device) < drafted[:, None]
+    px, qx = verdict.px.float(), verdict.qx.float()
+    alpha = (px / qx.clamp(min=torch.finfo(qx.dtype).tiny)).clamp(max=1.0)
+    obs = torch.where(ok, alpha, 0.0).sum(1) / drafted.clamp(min=1)
+    moved = st.accept + ACCEPT_RATE * (obs - st.accept)
+    return torch.where(drafted > 0, moved, st.accept)
+
+
+def adaptive_k(acc: torch.Tensor, threshold: float, K: int) -> torch.Tensor:
+    """[B] proposals to draft: proposal i (0-based) is drafted while acc^(i+1), the chance that
+    it is reached and accepted if acceptances were independent at rate acc, is >= threshold;
+    always at least one."""
+    i = torch.arange(1, K + 1, device=acc.device, dtype=acc.dtype)
+    reach = acc.clamp(0.0, 1.0)[:, None] ** i  # [B, K]
+    return ((reach >= threshold) | (i == 1)).long().sum(1)
 
 
 _DRAFTERS = {"self": SelfDraft(), "bigram": BigramDraft(), "head": HeadDraft()}

@@ -63,6 +63,12 @@ class ASSD:
     unlikely proposal is likely rejected, and what would follow it is wasted). Exact, since
     whether proposal i+1 is drawn depends only on proposals already drawn (a stopping rule);
     the stopped steps' head queries are padding, which backends may skip. 0 = always k.
+    adapt_k: head drafts only, k per row from its running acceptance: each row keeps an
+    estimate a of its proposals' acceptance probability (an exponential average of min(1, p/q)
+    over the proposals it verified) and drafts proposal i (0-based, up to k) only while
+    a^(i+1) >= adapt_k, the chance it is reached and accepted: long drafts where the head is
+    right (boilerplate, a predictable phrase), one proposal where it is not. Exact, since a
+    round's k depends only on earlier rounds. 0 = always k.
     """
 
     k: int = 5
@@ -75,6 +81,7 @@ class ASSD:
     verify: str = "token"
     candidates: int = 1
     stop_below: float = 0.0
+    adapt_k: float = 0.0
 
     def __post_init__(self):
         check_k(self.k)
@@ -96,6 +103,14 @@ class ASSD:
             raise ValueError(
                 f"stop_below={sb} stops the draft head's proposals early: set draft='head'"
             )
+        ak = self.adapt_k
+        if isinstance(ak, bool) or not isinstance(ak, (int, float)) or not 0.0 <= ak < 1.0:
+            raise ValueError(f"adapt_k must lie in [0, 1) (0 = off), got {ak!r}")
+        if ak and self.draft != "head":
+            raise ValueError(
+                f"adapt_k={ak} sets the draft head's k per row from its acceptance: set "
+                "draft='head'"
+            )
         c = self.candidates
         if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_CANDIDATES:
             raise ValueError(
@@ -113,6 +128,7 @@ class ASSD:
         block = "+block" if self.verify == "block" else ""
         block += f"+tree{self.candidates}" if self.candidates > 1 else ""
         block += f"+stop{self.stop_below:g}" if self.stop_below else ""
+        block += f"+adapt{self.adapt_k:g}" if self.adapt_k else ""
         if self.one_call:
             return f"assd-onecall{block}(k={self.k})"
         return f"assd-{self.draft}{'+bonus' if self.bonus else ''}{block}(k={self.k})"

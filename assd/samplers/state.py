@@ -15,6 +15,11 @@ import torch
 
 from ..model import Batch
 
+# A row's running acceptance starts here (a trained draft head accepts 0.5-0.65 of its
+# proposals) and moves by ACCEPT_RATE of the gap after each round with proposals.
+ACCEPT_PRIOR = 0.6
+ACCEPT_RATE = 0.25
+
 
 class Outcome(IntEnum):
     """How a round ended, after its accepted prefix of proposals."""
@@ -108,12 +113,15 @@ class Carried(State):
     next_k: [B]        how many there are (0: none, e.g. before the first round)
     next_alt: [B, K, C-1]  sibling candidates of each proposal (a token tree of C candidates per
                        rank; -1: none), drawn from the same q without replacement
+    accept:  [B]       running estimate of a proposal's acceptance probability (an exponential
+                       average of min(1, p/q) over the row's verified proposals; ``adapt_k``)
     """
 
     next_x: torch.Tensor
     next_q: torch.Tensor
     next_k: torch.Tensor
     next_alt: torch.Tensor
+    accept: torch.Tensor
 
     PADDED: ClassVar[dict[str, str]] = {
         "next_x": "next_k",
@@ -159,6 +167,7 @@ def init_state(
         next_q=torch.zeros(B, k, int(vocab_size), device=dev),
         next_k=zeros.clone(),
         next_alt=torch.full((B, k, siblings), -1, dtype=torch.long, device=dev),
+        accept=torch.full((B,), ACCEPT_PRIOR, device=dev),
     )
 
 
