@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
+import gzip
 import json
 import lzma
 import platform
@@ -200,15 +201,22 @@ def prompt_pool(
         seqs = [s[:L] for s in seqs if len(s) >= L]
         if len(seqs) >= n:
             return seqs[:n]
-    if tokenizer is not None and Path(data).exists():
+    if tokenizer is not None:  # a trained model: real text, never random tokens
+        if not Path(data).exists():
+            raise SystemExit(
+                f"bench_speed: prompt data {data} not found: pass --data / --data-code (a "
+                "jsonl(.xz/.gz) with a 'text' field, e.g. ../shared/data/text/wiki_valid.jsonl.xz)"
+                " or --prompts; a trained model is not timed on random tokens"
+            )
         out: list[list[int]] = []
-        opener = lzma.open if data.endswith(".xz") else open
+        opener = {".xz": lzma.open, ".gz": gzip.open}.get(Path(data).suffix, open)
         with opener(data, "rt") as f:
             for line in f:
                 ids = tokenizer(json.loads(line)["text"], add_special_tokens=False)["input_ids"]
                 out += [ids[i : i + L] for i in range(0, len(ids) - L + 1, L)]
                 if len(out) >= n:
                     return out[:n]
+        raise SystemExit(f"bench_speed: {data} holds fewer than {n} chunks of {L} tokens")
     g = torch.Generator().manual_seed(1234)
     allowed = torch.tensor([t for t in range(vocab) if t not in set(forbidden)])
     return allowed[torch.randint(len(allowed), (n, L), generator=g)].tolist()

@@ -83,11 +83,7 @@ def compiled_step(sampler) -> Callable:
     for name in ("recompile_limit", "cache_size_limit"):  # renamed across torch releases
         if hasattr(dynamo_config, name):
             setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
-    # No split reductions: a softmax over a 32k vocabulary at a batch of one or eight rows is
-    # split in two kernels by default, and Inductor (torch 2.11, H200) then failed to generate
-    # the pointwise kernels that read the split result ("list indices must be integers or
-    # slices, not NoneType"); one kernel per row reduces 32k values in microseconds anyway.
-    return torch.compile(sampler.step, dynamic=False, options={"split_reductions": False})
+    return torch.compile(sampler.step, dynamic=False)
 
 
 def _compile_key(sampler, state: State, session) -> tuple:
