@@ -17,6 +17,12 @@ def test_fastest_times_every_candidate_and_picks_the_quickest(monkeypatch):
     assert "sequential" in names and any("head" in n for n in names)
     times = [d["seconds_per_token"] for d in ranked]
     assert times == sorted(times) and all(t > 0 for t in times)
+    import statistics
+
+    for d in ranked:  # the median of REPEATS round-robin runs, the warm-up not among them
+        assert len(d["runs"]) == auto.REPEATS and d["seconds_per_token"] == statistics.median(
+            d["runs"]
+        )
     assert all(getattr(d["sampler"], "exact", True) for d in ranked)
 
     fake = [

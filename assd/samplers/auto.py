@@ -9,7 +9,8 @@ save; on a 2-core CPU every call first reads all weights, so calls dominate and 
 pay. A fixed table would be wrong somewhere; a short timing on the model itself is not.
 
 How: the model writes its own calibration text (a sequential sample from one visible token),
-which is then masked at the paper's rate (95%) and filled by each candidate, twice, timed.
+which is then masked at the paper's rate (95%) and filled by each candidate: once to warm up,
+then REPEATS times round-robin, the median timed.
 A speculative form is chosen only if it beats Sequential by MARGIN per token; otherwise the
 answer is Sequential: the default is never slower than sequential decoding beyond the noise of
 that timing. Results are cached per model, device, temperature and whether the model's rounds
@@ -19,6 +20,7 @@ compilation in the untimed first run).
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 import weakref
@@ -32,6 +34,10 @@ from .speculative import ASSD
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 MARGIN = 0.05  # a speculative form must be this much faster per token than Sequential
+# Timed runs per candidate after its warm-up, round-robin; the median counts. On a shared
+# 2-core CPU the best of two runs (the previous rule) once picked a form 14% slower than
+# sequential decoding (ASSD(k=5, bonus), 0.86x on 256-token prose).
+REPEATS = 3
 
 
 def candidates(model, temperature: float = 1.0) -> list:
@@ -78,16 +84,25 @@ def calibrate(model, temperature: float = 1.0, length: int = 128, seed: int = 0)
     sigma = torch.empty(L, dtype=torch.long)
     sigma[key.argsort()] = torch.arange(L)
     batch = make_batch(torch.tensor(text), sigma, int((~mask).sum()))
-    out = []
-    for s in candidates(model, temperature):
-        best = float("inf")
-        for rep in range(2):  # the first run also warms up (captures graphs)
-            _sync(dev)
-            t0 = time.perf_counter()
-            r = sample(model, batch, s, torch.Generator(dev).manual_seed(seed + rep), trace=False)
-            _sync(dev)
-            best = min(best, (time.perf_counter() - t0) / r[0].n_generated)
-        out.append({"sampler": s, "seconds_per_token": best})
+    cands = candidates(model, temperature)
+
+    def timed(s, rep: int) -> float:
+        _sync(dev)
+        t0 = time.perf_counter()
+        r = sample(model, batch, s, torch.Generator(dev).manual_seed(seed + rep), trace=False)
+        _sync(dev)
+        return (time.perf_counter() - t0) / r[0].n_generated
+
+    for s in cands:  # warm-up: captures graphs, compiles compiled rounds; not counted
+        timed(s, 0)
+    runs: list[list[float]] = [[] for _ in cands]
+    for rep in range(REPEATS):  # round-robin, so that a slow spell of the machine hits all
+        for i, s in enumerate(cands):
+            runs[i].append(timed(s, rep))
+    out = [
+        {"sampler": s, "seconds_per_token": statistics.median(t), "runs": t}
+        for s, t in zip(cands, runs)
+    ]
     return sorted(out, key=lambda d: d["seconds_per_token"])
 
 
