@@ -415,3 +415,20 @@ def test_speed_model_inverts_the_round_model():
     assert r["round_cost"] == pytest.approx(1.4) and r["ceiling"] == pytest.approx(3 / 1.4)
     assert r["needed_1.2"] == pytest.approx(acceptance_for(1.2 * 1.4, 2))
     assert r["needed_1.5"] == pytest.approx(acceptance_for(2.1, 2))
+
+
+def test_draft_confidence_bins_acceptance_by_the_drafters_probability():
+    """evals/draft_confidence.py: min(1, p/q) of every verified proposal, binned by q(x)."""
+    from types import SimpleNamespace
+
+    from evals.draft_confidence import proposal_stats, summarise
+
+    t1 = SimpleNamespace(drafted=[4, 5], p_draft=[0.9, 0.2, 0.7], p_oracle=[0.45, 0.4, 0.1])
+    t2 = SimpleNamespace(drafted=[6], p_draft=[0.5], p_oracle=[0.1])
+    pairs = proposal_stats([SimpleNamespace(trace=[t1, t2])])
+    assert pairs == [(0.9, 0.5), (0.2, 1.0), (0.5, 0.2)]  # undrafted slots are not counted
+    rows = {r["q_at_least"]: r for r in summarise(pairs)}
+    assert rows[0.0]["n"] == 3 and abs(rows[0.0]["acceptance"] - 1.7 / 3) < 1e-12
+    assert rows[0.5]["n"] == 2 and abs(rows[0.5]["acceptance"] - 0.35) < 1e-12
+    assert rows[0.8]["n"] == 1 and rows[0.8]["acceptance"] == 0.5
+    assert rows[0.95]["n"] == 0 and rows[0.95]["acceptance"] is None
