@@ -55,6 +55,10 @@ def _ints(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x.strip()]
 
 
+def _floats(s: str) -> list[float]:
+    return [float(x) for x in s.split(",") if x.strip()]
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -133,14 +137,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument(
         "--stop-taus",
-        type=lambda x: [float(v) for v in x.split(",") if v.strip()],
+        type=_floats,
         default=[],
         help="adaptive draft lengths: head methods that stop drafting after a proposal of head "
         "probability < tau (keys h<k>s<tau>, hb<k>s<tau>)",
     )
     p.add_argument(
         "--adapt-ks",
-        type=lambda x: [float(v) for v in x.split(",") if v.strip()],
+        type=_floats,
         default=[],
         help="k per row from the running acceptance: head methods drafting proposal i while "
         "acc^(i+1) >= a (keys h<k>a<a>, hb<k>a<a>)",
@@ -311,18 +315,15 @@ def methods(args, net, forbidden, head, device, dtype):
             )
             block = assd.ASSD(hk, draft="head", verify="block")
             samplers.append((f"hb{hk}", f"engine + ASSD(k={hk}, draft head, block verify)", block))
-            for tau in args.stop_taus:  # adaptive draft length: stop after q(x) < tau
+            # Adaptive draft lengths, token and block verification: stop after q(x) < tau
+            # (key h<k>s<tau>), k per row from the running acceptance (h<k>a<a>).
+            adaptive = [("stop_below", "s", "stop <", t) for t in args.stop_taus]
+            adaptive += [("adapt_k", "a", "adapt", a) for a in args.adapt_ks]
+            for field, tag, what, x in adaptive:
                 for verify, v in (("token", ""), ("block", "b")):
-                    stop = assd.ASSD(hk, draft="head", verify=verify, stop_below=tau)
-                    label = (
-                        f"engine + ASSD(k={hk}, draft head{', block' * bool(v)}, stop < {tau:g})"
-                    )
-                    samplers.append((f"h{v}{hk}s{tau:g}", label, stop))
-            for a in args.adapt_ks:  # k per row from the running acceptance
-                for verify, v in (("token", ""), ("block", "b")):
-                    adapt = assd.ASSD(hk, draft="head", verify=verify, adapt_k=a)
-                    label = f"engine + ASSD(k<={hk}, draft head{', block' * bool(v)}, adapt {a:g})"
-                    samplers.append((f"h{v}{hk}a{a:g}", label, adapt))
+                    s = assd.ASSD(hk, draft="head", verify=verify, **{field: x})
+                    label = f"engine + ASSD(k={hk}, draft head{', block' * bool(v)}, {what} {x:g})"
+                    samplers.append((f"h{v}{hk}{tag}{x:g}", label, s))
             for c in args.tree_cs:  # token trees: c candidates per rank
                 tree = assd.ASSD(hk, draft="head", candidates=c)
                 label = f"engine + ASSD(k={hk}, draft head, tree of {c} per rank)"

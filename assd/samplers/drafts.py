@@ -255,9 +255,9 @@ def running_acceptance(st: Carried, verdict) -> torch.Tensor:
     min(1, p/q) over the proposals it verified (rows without proposals keep theirs). The mean
     of min(1, p/q) is the expected acceptance of those proposals: less noisy than counting."""
     K = st.k
-    drafted = torch.where(st.active, st.next_k, 0)  # [B] proposals verified this round
     if K == 0:
         return st.accept
+    drafted = torch.where(st.active, st.next_k, 0)  # [B] proposals verified this round
     ok = torch.arange(K, device=drafted.device) < drafted[:, None]
     px, qx = verdict.px.float(), verdict.qx.float()
     alpha = (px / qx.clamp(min=torch.finfo(qx.dtype).tiny)).clamp(max=1.0)

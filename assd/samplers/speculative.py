@@ -96,21 +96,8 @@ class ASSD:
             raise ValueError(f"verify must be one of {VERIFY}, got {self.verify!r}")
         if self.verify == "block" and self.r_atol:
             raise ValueError("r_atol (lossy token acceptance) needs verify='token'")
-        sb = self.stop_below
-        if isinstance(sb, bool) or not isinstance(sb, (int, float)) or not 0.0 <= sb < 1.0:
-            raise ValueError(f"stop_below must lie in [0, 1) (0 = off), got {sb!r}")
-        if sb and self.draft != "head":
-            raise ValueError(
-                f"stop_below={sb} stops the draft head's proposals early: set draft='head'"
-            )
-        ak = self.adapt_k
-        if isinstance(ak, bool) or not isinstance(ak, (int, float)) or not 0.0 <= ak < 1.0:
-            raise ValueError(f"adapt_k must lie in [0, 1) (0 = off), got {ak!r}")
-        if ak and self.draft != "head":
-            raise ValueError(
-                f"adapt_k={ak} sets the draft head's k per row from its acceptance: set "
-                "draft='head'"
-            )
+        self._check_head_option("stop_below", "stops the draft head's proposals early")
+        self._check_head_option("adapt_k", "sets the draft head's k per row from its acceptance")
         c = self.candidates
         if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_CANDIDATES:
             raise ValueError(
@@ -122,6 +109,14 @@ class ASSD:
                 f"candidates={c} (a token tree) needs draft='head' and exact token "
                 "verification (verify='token', r_atol=0)"
             )
+
+    def _check_head_option(self, field: str, what: str) -> None:
+        """A head-drafting threshold: a number in [0, 1) (0 = off), set only with draft='head'."""
+        v = getattr(self, field)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+            raise ValueError(f"{field} must lie in [0, 1) (0 = off), got {v!r}")
+        if v and self.draft != "head":
+            raise ValueError(f"{field}={v} {what}: set draft='head'")
 
     @property
     def name(self) -> str:
