@@ -113,6 +113,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "8 rounds on CUDA)",
     )
     p.add_argument(
+        "--unkept-too",
+        action="store_true",
+        help="with --compile: also time the compiled methods capturing a round graph in every "
+        "run instead of replaying the one kept from the last run (keys ending in -c-nk)",
+    )
+    p.add_argument(
         "--ablate-reuse",
         action="store_true",
         help="also time the engine recomputing proposal states instead of reusing them",
@@ -170,7 +176,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="torch.profiler over eager rounds: kernels per round (writes profile_*.txt)",
+        help="torch.profiler over rounds (eager; with --compile also compiled replays): "
+        "kernels and kernel time per round (writes profile_*.txt)",
+    )
+    p.add_argument(
+        "--profile-only", action="store_true", help="with --profile: skip the timed methods"
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="evals/results/bench_speed")
@@ -252,7 +262,20 @@ def rng(seed: int, device: torch.device) -> torch.Generator:
 
 def run_method(model, sampler, batches, device, warm: int | None, opts: dict) -> dict:
     """Warm up (first batch: `warm` rounds, None = all), then time every batch to completion.
-    opts: keyword arguments of ``assd.sample`` (graphs, compile)."""
+    opts: keyword arguments of ``assd.sample`` (graphs, compile); keep=False: every run captures
+    its own round graph (``assd.samplers.graphs.KEEP_ROUNDS``), as before graphs were kept."""
+    import assd.samplers.graphs as graphs_mod
+
+    opts = dict(opts)
+    keep = opts.pop("keep", True)
+    saved, graphs_mod.KEEP_ROUNDS = graphs_mod.KEEP_ROUNDS, keep
+    try:
+        return _run_method(model, sampler, batches, device, warm, opts)
+    finally:
+        graphs_mod.KEEP_ROUNDS = saved
+
+
+def _run_method(model, sampler, batches, device, warm: int | None, opts: dict) -> dict:
     warm_opts = {k: v for k, v in opts.items() if k != "sync_every"}  # a fast-path option
     gen = assd.generate(model, batches[0], sampler, rng(999, device), trace=False, **warm_opts)
     for i, _ in enumerate(gen):
@@ -341,6 +364,24 @@ def methods(args, net, forbidden, head, device, dtype):
             for key, label, s in samplers
             if key != "i"
         ]
+        if args.unkept_too:  # what keeping round graphs across runs saves
+            out += [
+                (key + "-nk", label + " (graphs not kept)", eng, s, False, {"keep": False})
+                for key, label, s in samplers
+                if key != "i"
+            ]
+            out += [
+                (
+                    key + "-c-nk",
+                    label + " (compiled, graphs not kept)",
+                    eng,
+                    s,
+                    False,
+                    {"compile": True, "keep": False},
+                )
+                for key, label, s in samplers
+                if key != "i"
+            ]
         if args.sync1_too:
             out += [
                 (
@@ -436,7 +477,7 @@ def add_speedups(rows: list[dict]) -> None:
     range in speedup_vs_<base>_range), else the ratio of the two times."""
     by = {(r["model"], r["method"], r["L"], r["B"]): r for r in rows}
     for r in rows:
-        for base in ("a", "b", "c", "c-c"):  # c-c: compiled sequential (with --compile)
+        for base in ("a", "b", "c", "c-c", "c-nk"):  # c-c: compiled (--compile); c-nk: --unkept-too
             ref = by.get((r["model"], base, r["L"], r["B"]))
             if ref is None:
                 r[f"speedup_vs_{base}"] = None
@@ -554,45 +595,67 @@ def per_call(args, device, dtype) -> list[dict]:
 
 # -- profile ---------------------------------------------------------------------------------------
 def profile_rounds(args, net, forbidden, head, device, dtype, path: Path) -> None:
-    """Where a round's time goes: torch.profiler over 40 eager rounds (after 10) of sequential,
-    one-call and (with a head) head-drafted ASSD: kernels per round and their GPU time, the
-    figures that bound a replayed round (a graph replays the same kernels without launches)."""
+    """Where a round's time goes: torch.profiler over 40 rounds (after warm-up) of sequential,
+    one-call and (with a head) head-drafted ASSD, at each batch size: wall time, device kernels
+    and their summed time per round, and the kernels that cost most. Eager rounds (launch by
+    launch) always; with ``--compile`` also compiled rounds replayed as CUDA graphs (each
+    replay's kernels are traced too), which is what the speed tables time. A round whose wall
+    time is close to its kernels' summed time is bound by those kernels, not by the host."""
     from torch.profiler import ProfilerActivity, profile, record_function
+
+    from assd.samplers.run import rounds as run_rounds
 
     L = args.lengths[0]
     eng = XLNetEngine.from_hf(net, forbidden, dtype=dtype, check=False, head=head)
-    seqs = prompt_pool(args, None, net.config.vocab_size, forbidden, 1, L)
-    batch = make_batches(seqs, L, 1, args.rate, args.seed)[0]
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     samplers = [assd.Sequential(), assd.ASSD(args.k, one_call=True)]
     if head is not None:
-        samplers += [assd.ASSD(1, draft="head"), assd.ASSD(3, draft="head", verify="block")]
-    text = []
-    for sampler in samplers:
-        gen = assd.generate(eng, batch, sampler, rng(0, device), trace=False, graphs=False)
-        for _ in zip(range(10), gen):
-            pass
-        sync(device)
-        t0 = time.perf_counter()
-        rounds = 0
-        with profile(activities=acts) as prof:
-            for _ in range(40):
-                with record_function("round"):
-                    if next(gen, None) is None:
-                        break
-                rounds += 1
-            sync(device)
-        dt = (time.perf_counter() - t0) / max(rounds, 1)
-        avg = prof.key_averages()
-        gpu = [e for e in avg if str(getattr(e, "device_type", "")).endswith("CUDA")]  # kernels
-        n_kernels = sum(e.count for e in gpu) / max(rounds, 1)
-        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        text += [
-            f"== {sampler.name}: {dt * 1e3:.2f} ms per eager round (under the profiler); "
-            f"{n_kernels:.0f} device kernels per round",
-            avg.table(sort_by=sort, row_limit=30),
+        samplers += [
+            assd.ASSD(2, draft="head"),
+            assd.ASSD(3, draft="head", verify="block"),
         ]
-        print(text[-2], flush=True)
+    modes = [("eager", False)] + ([("compiled", True)] if args.compile else [])
+    text = []
+    for B in args.batch_sizes:
+        seqs = prompt_pool(args, None, net.config.vocab_size, forbidden, B, L)
+        batch = make_batches(seqs, L, B, args.rate, args.seed)[0]
+        for sampler in samplers:
+            for mode, compiled in modes:
+                if compiled:
+                    gen = run_rounds(eng, batch, sampler, rng(0, device), compile=True)
+                else:
+                    gen = assd.generate(
+                        eng, batch, sampler, rng(0, device), trace=False, graphs=False
+                    )
+                for _ in zip(range(10), gen):
+                    pass
+                sync(device)
+                t0 = time.perf_counter()
+                n = 0
+                with profile(activities=acts) as prof:
+                    for _ in range(40):
+                        with record_function("round"):
+                            if next(gen, None) is None:
+                                break
+                        n += 1
+                    sync(device)
+                dt = (time.perf_counter() - t0) / max(n, 1)
+                avg = prof.key_averages()
+                gpu = [  # kernels; the "round" annotation spans them and is not counted
+                    e
+                    for e in avg
+                    if str(getattr(e, "device_type", "")).endswith("CUDA") and e.key != "round"
+                ]
+                n_kernels = sum(e.count for e in gpu) / max(n, 1)
+                busy = sum(e.self_device_time_total for e in gpu) / max(n, 1) / 1e3  # ms
+                sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+                head_line = (
+                    f"== B={B} {sampler.name} [{mode}]: {dt * 1e3:.3f} ms per round (under the "
+                    f"profiler); {n_kernels:.0f} device kernels per round, {busy:.3f} ms of "
+                    "kernel time per round"
+                )
+                text += [head_line, avg.table(sort_by=sort, row_limit=25)]
+                print(head_line, flush=True)
     path.write_text("\n".join(text))
 
 
@@ -749,7 +812,8 @@ def main(argv=None) -> None:
         if device.type == "cuda" and name == args.models.split(",")[0]:
             meta["graph_check"] = graph_check(net, forbidden, head, device, dtype, tokenizer, args)
             print("graph check (graph tokens == eager tokens):", meta["graph_check"], flush=True)
-        e2e += end_to_end(args, name, net, tokenizer, forbidden, head, device, dtype)
+        if not args.profile_only:
+            e2e += end_to_end(args, name, net, tokenizer, forbidden, head, device, dtype)
         if args.profile:
             profile_rounds(
                 args, net, forbidden, head, device, dtype, out / f"profile_{Path(name).name}.txt"

@@ -186,3 +186,121 @@ def test_cuda_graph_rounds_equal_eager_rounds(sampler, dtype):
     model, batch = engine_and_batch("cuda", dtype=dtype)
     batch = batch.to("cuda")
     assert run(model, batch, sampler, True, "cuda") == run(model, batch, sampler, False, "cuda")
+
+
+def other_batch(batch, seed=5):
+    """A batch of the same shape with other tokens, orders and prompt sizes."""
+    g = torch.Generator().manual_seed(seed)
+    B, L = batch.tokens.shape
+    rows = [assd.random_order(L, 0.7, g) for _ in range(B)]
+    sigma = torch.stack([r[0] for r in rows])
+    n_prompt = torch.stack([(~r[1]).sum() for r in rows])
+    return make_batch(torch.randint(5, 30, (B, L), generator=g), sigma, n_prompt)
+
+
+def test_a_session_reads_its_inputs_from_the_workspace():
+    """Round graphs are kept per workspace, so a session copies its batch into the workspace's
+    buffers (the next session of the shape overwrites them in place) and sees its own values."""
+    model, batch = engine_and_batch()
+    s1 = model.open(batch)
+    ws, bufs = s1.ws, (s1.batch.tokens, s1.pos_of_rank, s1.errors, s1.prompt_tok)
+    assert s1.round_graphs is ws.rounds
+    assert torch.equal(s1.pos_of_rank, batch.pos_of_rank)
+    del s1
+    b2 = other_batch(batch)
+    s2 = model.open(b2)
+    assert s2.ws is ws  # the same workspace, the same buffers, the second batch's values
+    assert all(
+        a is b for a, b in zip((s2.batch.tokens, s2.pos_of_rank, s2.errors, s2.prompt_tok), bufs)
+    )
+    assert torch.equal(s2.batch.tokens, b2.tokens) and torch.equal(s2.batch.sigma, b2.sigma)
+    assert torch.equal(s2.pos_of_rank, b2.pos_of_rank)
+    ranks = torch.arange(b2.tokens.shape[1])
+    want = torch.where(ranks < b2.n_prompt[:, None], torch.gather(b2.tokens, 1, b2.pos_of_rank), -1)
+    assert torch.equal(s2.prompt_tok, want)
+
+
+def test_the_last_state_is_not_the_static_buffers():
+    """A run's final state survives the next run (the static buffers do not: a kept graph
+    reuses them)."""
+    model, batch = engine_and_batch()
+    sampler = ASSD(k=3, draft="head")
+    last = [
+        s
+        for s, _ in assd.samplers.rounds(
+            model, batch, sampler, torch.Generator().manual_seed(1), graphs=True
+        )
+    ][-1]
+    kept = last.tokens.clone()
+    for _ in assd.samplers.rounds(
+        model, other_batch(batch), sampler, torch.Generator().manual_seed(2), graphs=True
+    ):
+        pass
+    assert torch.equal(last.tokens, kept)
+
+
+def test_round_keys_tell_settings_and_shapes_apart():
+    from assd.samplers.graphs import round_key
+
+    model, batch = engine_and_batch()
+    st = ASSD(k=3).init(batch, model.forbidden_ids, model.vocab_size)
+    base = round_key(ASSD(k=3), st, 4, 8, False)
+    assert base == round_key(ASSD(k=3), st, 4, 8, False)
+    others = [
+        round_key(ASSD(k=3, temperature=0.5), st, 4, 8, False),
+        round_key(ASSD(k=3), st, 5, 8, False),
+        round_key(ASSD(k=3), st, 4, 9, False),
+        round_key(ASSD(k=3), st, 4, 8, True),
+        round_key(
+            ASSD(k=4), ASSD(k=4).init(batch, model.forbidden_ids, model.vocab_size), 4, 8, False
+        ),
+    ]
+    assert all(o != base for o in others)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=lambda s: s.name)
+def test_a_kept_round_graph_serves_the_next_batch(sampler, monkeypatch):
+    """The second batch of a shape replays the graph the first one captured from its second
+    round on (no capture) and gets exactly the eager rounds' tokens; so does the first again."""
+    import assd.samplers.run as run_mod
+
+    model, batch = engine_and_batch("cuda")
+    a, b = batch.to("cuda"), other_batch(batch).to("cuda")
+    first = run(model, a, sampler, True, "cuda")
+    captures = []
+    real = run_mod.capture_round
+    monkeypatch.setattr(
+        run_mod, "capture_round", lambda *x, **k: captures.append(1) or real(*x, **k)
+    )
+    assert run(model, b, sampler, True, "cuda") == run(model, b, sampler, False, "cuda")
+    assert run(model, a, sampler, True, "cuda") == first
+    assert not captures  # both replayed the kept graph
+
+
+COMPILED = [Sequential(), ASSD(k=4, draft="head"), ASSD(k=3, draft="head", verify="block")]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("sampler", COMPILED, ids=lambda s: s.name)
+def test_a_kept_compiled_round_reads_the_next_batch(sampler, monkeypatch):
+    """Compiled rounds are not eager rounds to the bit on a GPU (fused reductions), so the kept
+    compiled graph is checked against itself: replayed for batch b, a graph captured from batch
+    a gives exactly what a graph captured from b gives."""
+    import assd.samplers.run as run_mod
+
+    model, batch = engine_and_batch("cuda")
+    a, b = batch.to("cuda"), other_batch(batch).to("cuda")
+    run(model, b, sampler, True, "cuda", compile=True)  # captures from b
+    captures = []
+    real = run_mod.capture_round
+    monkeypatch.setattr(
+        run_mod, "capture_round", lambda *x, **k: captures.append(1) or real(*x, **k)
+    )
+    from_b = run(model, b, sampler, True, "cuda", compile=True)
+    assert not captures
+    model.free_memory()  # drop the workspace and its graphs
+    run(model, a, sampler, True, "cuda", compile=True)  # captures from a
+    n = len(captures)
+    assert run(model, b, sampler, True, "cuda", compile=True) == from_b
+    assert len(captures) == n

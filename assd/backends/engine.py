@@ -262,22 +262,34 @@ class EngineSession:
     rows_computed: int  # content rows computed after the prompt (widest row of each call)
 
     def __init__(self, engine: XLNetEngine, batch: Batch):
-        self.engine, self.batch = engine, batch
+        self.engine = engine
         self.vocab_size = engine.vocab_size
         B, L = batch.tokens.shape
-        self.ws = engine._acquire(B, L)
-        weakref.finalize(self, engine._release, B, L, self.ws)
-        self.kv = self.ws.kv
-        self.pos_of_rank = batch.pos_of_rank  # [B, L]
-        self.ws.key_pos[:, :L] = self.pos_of_rank
-        self.ws.slot_tok.fill_(-1)
+        self.ws = ws = engine._acquire(B, L)
+        weakref.finalize(self, engine._release, B, L, ws)
+        self.kv = ws.kv
+        # The batch's tensors live in the workspace, so that a round graph captured in an
+        # earlier session of this shape reads this session's values (``round_graphs``).
+        if ws.batch is None:
+            ws.batch = Batch(*(t.clone() for t in astuple_batch(batch)))
+            ws.pos_of_rank = batch.pos_of_rank
+            ws.prompt_tok = torch.full_like(batch.tokens, -1)
+            ws.errors = torch.zeros(len(SYNC_FREE_ERRORS), dtype=torch.bool, device=engine.device)
+        else:
+            for dst, src in zip(astuple_batch(ws.batch), astuple_batch(batch)):
+                dst.copy_(src)
+            ws.pos_of_rank.copy_(batch.pos_of_rank)
+            ws.errors.zero_()
+        self.batch, self.pos_of_rank = ws.batch, ws.pos_of_rank  # [B, L]
+        # Errors found on the device in sync-free calls, raised at the caller's next sync.
+        self.errors = ws.errors
+        # Captured sampler rounds of this shape, kept with the buffers they read and write.
+        self.round_graphs = ws.rounds
+        ws.key_pos[:, :L] = self.pos_of_rank
+        ws.slot_tok.fill_(-1)
         self.calls = 0
         self.rows_computed = 0
         self.max_rows: int | None = None  # set by sync_free(): calls run without host syncs
-        # Errors found on the device in sync-free calls, raised at the caller's next sync.
-        self.errors = torch.zeros(
-            len(SYNC_FREE_ERRORS), dtype=torch.bool, device=batch.tokens.device
-        )
         self._encode_prompt()
 
     @property
@@ -326,7 +338,8 @@ class EngineSession:
             write_head_keys(self.engine.w.head, ws, x, rows.slot)
         ws.slot_tok.scatter_(1, torch.where(valid, r, L), tok)
         ranks = torch.arange(L, device=P.device)
-        self.prompt_tok = torch.where(ranks < P[:, None], self._by_rank(b.tokens), -1)
+        self.prompt_tok = ws.prompt_tok
+        self.prompt_tok.copy_(torch.where(ranks < P[:, None], self._by_rank(b.tokens), -1))
 
     def _by_rank(self, tokens: torch.Tensor) -> torch.Tensor:
         return torch.gather(tokens, 1, self.pos_of_rank)  # [B, L] token at each rank
@@ -450,6 +463,10 @@ class EngineSession:
         q_pos = torch.gather(self.pos_of_rank, 1, q_rank.clamp(min=0))
         w = self.engine.w
         return head.attend(q_pos, keys, key_pos, visible, ws.htables, w.emb, w.emb_t)
+
+
+def astuple_batch(b: Batch) -> tuple[torch.Tensor, ...]:
+    return (b.tokens, b.sigma, b.n_prompt, b.length)
 
 
 def _padded_tree(tree: Tree) -> tuple[torch.Tensor, ...]:

@@ -35,6 +35,13 @@ class Workspace:
     pool: object = None
     hkv: torch.Tensor | None = None  # [head layers, 2, B, Hh, slots, Dh] draft-head keys/values
     htables: list[torch.Tensor] | None = None  # the draft head's relative-position keys
+    # A session's own inputs, copied here so that graphs captured in one session (the
+    # samplers' whole rounds, kept in ``rounds``) read the next session's values:
+    batch: object = None  # assd.Batch of [B, L] / [B] tensors, refilled in place
+    pos_of_rank: torch.Tensor | None = None  # [B, L]
+    prompt_tok: torch.Tensor | None = None  # [B, L] prompt token at each rank, -1 elsewhere
+    errors: torch.Tensor | None = None  # [n] device flags of sync-free calls
+    rounds: dict = field(default_factory=dict)  # sampler round graphs (assd.samplers.graphs)
 
 
 @dataclass

@@ -60,15 +60,60 @@ def max_new_rows(state: State) -> int:
     return state.k + 1 + int(alt is not None and alt.shape[-1] > 0)
 
 
+MAX_KEPT = 8  # round graphs a backend workspace keeps for later sessions (least recent dropped)
+KEEP_ROUNDS = True  # False: every run captures its own (what evals/bench_speed.py compares)
+
+
 class RoundGraph:
-    """A captured round: ``replay(rng)`` runs one round, returns the (static) state and record."""
+    """A captured round: ``replay(rng)`` runs one round, returns the (static) state and record.
+
+    ``flags``: the checked session's device flags the round writes (a later session that
+    reuses this graph adopts them); ``load(state)``: start a new run from ``state``."""
 
     def __init__(self, run: Callable[[], RoundRecord], state: State, block: torch.Tensor):
         self.run, self.state, self.block = run, state, block
+        self.flags: torch.Tensor | None = None
 
     def replay(self, rng) -> tuple[State, RoundRecord]:
         self.block.copy_(rng.draw(self.block.shape, self.block.device))
         return self.state, self.run()
+
+    def load(self, state: State) -> State:
+        """Copy a fresh run's ``state`` into the static buffers (in place); returns them."""
+        for name in _tensors(state):
+            getattr(self.state, name).copy_(getattr(state, name))
+        return self.state
+
+
+def round_key(sampler, state: State, rows: int, width: int, compile: bool) -> tuple:
+    """What a captured round depends on besides the values in its buffers: the sampler's
+    settings, the state's shapes, dtypes and plain fields, the row budget and the draws."""
+    parts = []
+    for f in fields(state):
+        v = getattr(state, f.name)
+        if isinstance(v, torch.Tensor):
+            parts.append((f.name, tuple(v.shape), v.dtype, str(v.device)))
+        else:
+            parts.append((f.name, repr(v)))
+    return (repr(sampler), tuple(parts), rows, width, bool(compile))
+
+
+def kept_round(cache: dict | None, key: tuple) -> RoundGraph | None:
+    """The graph ``cache`` (a backend session's ``round_graphs``) holds for ``key``, if any."""
+    if cache is None or not KEEP_ROUNDS or key not in cache:
+        return None
+    cache[key] = graph = cache.pop(key)  # most recently used last
+    return graph
+
+
+def keep_round(cache: dict | None, key: tuple, graph: RoundGraph, flags: torch.Tensor) -> None:
+    """Keep a CUDA round graph for the next session of the same shape (at most MAX_KEPT)."""
+    if cache is None or not KEEP_ROUNDS or graph.state.n.device.type != "cuda":
+        return  # elsewhere the "graph" runs Python on this run's session: never reused
+    graph.flags = flags
+    cache[key] = graph
+    while len(cache) > MAX_KEPT:
+        cache.pop(next(iter(cache)))
 
 
 def _tensors(state: State) -> list[str]:
@@ -124,7 +169,8 @@ def _step_on(step, st: State, session, rng, block: torch.Tensor, rows: int):
         rng.block, rng.used, rng.frozen = saved
 
 
-def _copy(state: State) -> State:
+def copy_state(state: State) -> State:
+    """The state with every tensor cloned."""
     return replace(state, **{f: getattr(state, f).clone() for f in _tensors(state)})
 
 
@@ -136,7 +182,7 @@ def capture_round(sampler, state: State, session, rng, compile: bool = False) ->
     Warm-up rounds run on a copy of the state: their cache writes are the ones the first replay
     makes again (same tokens); their state change is discarded."""
     device = state.n.device
-    static = _copy(state)
+    static = copy_state(state)
     block = torch.zeros(state.n.shape[0], rng.width, device=device)
     rows = max_new_rows(state)
     step = sampler.step
@@ -144,7 +190,7 @@ def capture_round(sampler, state: State, session, rng, compile: bool = False) ->
         try:  # compile now, on a copy (on CUDA: before the capture, which cannot compile);
             with CAPTURE_LOCK:  # no other thread captures while this one compiles
                 step = compiled_step(sampler)
-                _step_on(step, _copy(static), session, rng, block, rows)
+                _step_on(step, copy_state(static), session, rng, block, rows)
         except Exception as e:  # no compiler on this machine, an unsupported op, ...
             warnings.warn(
                 f"compiling the round failed, rounds run uncompiled (not tried again for "
@@ -186,7 +232,7 @@ def capture_round(sampler, state: State, session, rng, compile: bool = False) ->
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):
-                _step_on(step, _copy(static), session, rng, block, rows)
+                _step_on(step, copy_state(static), session, rng, block, rows)
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
