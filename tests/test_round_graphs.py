@@ -222,15 +222,19 @@ def test_a_session_reads_its_inputs_from_the_workspace():
 
 def test_the_last_state_is_not_the_static_buffers():
     """A run's final state survives the next run (the static buffers do not: a kept graph
-    reuses them)."""
+    reuses them). On the CPU no graph is kept, so the copy is checked directly: the last state
+    is not the replayed rounds' static buffers."""
     model, batch = engine_and_batch()
     sampler = ASSD(k=3, draft="head")
-    last = [
+    states = [
         s
         for s, _ in assd.samplers.rounds(
             model, batch, sampler, torch.Generator().manual_seed(1), graphs=True
         )
-    ][-1]
+    ]
+    last, static = states[-1], states[-2]  # rounds before the last yield the static buffers
+    assert len(states) > 3 and states[-3].tokens.data_ptr() == static.tokens.data_ptr()
+    assert last.tokens.data_ptr() != static.tokens.data_ptr()
     kept = last.tokens.clone()
     for _ in assd.samplers.rounds(
         model, other_batch(batch), sampler, torch.Generator().manual_seed(2), graphs=True
