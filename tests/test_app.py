@@ -154,6 +154,32 @@ def test_only_the_allowed_models_are_served():
     assert parse_spec("code@nlp") == ("code", None)  # embedded models have no revision
 
 
+def test_a_calibrating_cache_measures_fastest_in_the_background_as_a_model_loads(monkeypatch):
+    from assd.backends.toy import ToyASARM
+    from assd.samplers import auto
+
+    calls = []
+
+    def fake_calibrate(model, temperature=1.0):
+        calls.append((model, temperature))
+        return [{"sampler": assd.Sequential(temperature), "seconds_per_token": 1.0, "runs": [1.0]}]
+
+    monkeypatch.setattr(auto, "calibrate", fake_calibrate)
+    toy = ToyASARM(4, 12, seed=3)
+    cache = ModelCache(
+        loader=lambda name, revision=None: assd.Loaded(toy, None, name, revision),
+        hub_reachable=lambda: True,
+        allow_any=True,
+        calibrate=True,
+    )
+    cache.get("./a")
+    cache.calibrations[("./a", None)].join(timeout=30)
+    assert calls == [(toy, 1.0)], "calibrated once, at load, at the page's default temperature"
+    assd.fastest(toy, speculative=True)  # a visitor's first run: the result is already there
+    assert len(calls) == 1
+    assert not ModelCache(loader=lambda *a: None).calibrate, "off unless asked for"
+
+
 def test_model_cache_reports_load_failures_as_messages():
     def broken(name, revision=None):
         raise OSError("disk on fire")
