@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
@@ -62,7 +63,7 @@ class ModelCache:
         self.maxsize, self.loader = maxsize, loader
         self.hub_reachable = hub_reachable or hub_is_reachable
         self.allow_any, self.calibrate = allow_any, calibrate
-        self.calibrations: dict[tuple[str, str | None], threading.Thread] = {}
+        self._calibrations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.allowed: list[tuple[str, str | None]] = []
         for spec in allowed:
             self.allow(*parse_spec(spec))
@@ -115,6 +116,15 @@ class ModelCache:
                 free_memory()
             return self._models[key]
 
+    def calibration(self, model) -> threading.Thread | None:
+        """The background calibration of ``model`` started when it loaded (None: none)."""
+        return self._calibrations.get(model)
+
+    def calibrating(self, model) -> bool:
+        """Is ``assd.fastest`` still being measured for ``model`` in the background?"""
+        t = self.calibration(model)
+        return t is not None and t.is_alive()
+
     def clear(self) -> None:
         with self._lock:
             self._models.clear()
@@ -138,9 +148,7 @@ class ModelCache:
             raise DemoError(load_message(name, revision, e)) from e
         warm_up(lm)
         if self.calibrate:
-            self.calibrations[(name, revision)] = calibrate_in_background(
-                lm, spec_of(name, revision)
-            )
+            self._calibrations[lm.model] = calibrate_in_background(lm, spec_of(name, revision))
         return lm
 
 
@@ -180,10 +188,11 @@ def calibrate_in_background(lm: assd.Loaded, label: str, temperature: float = 1.
     """Start measuring ``assd.fastest`` for this model now, in a daemon thread.
 
     Why: the page's default lane is "fastest ASSD", and the first run that needs it would
-    otherwise wait for the whole calibration (60 s on a 2-core CPU before it was pruned, 86 s
-    for the first run in the browser test). Started when the model loads, the calibration is
-    done before most first visitors arrive; one who comes sooner waits only for the rest of it
-    (``assd.fastest`` holds a lock while it measures, so the result is computed once).
+    otherwise wait for the whole calibration (60 s on a 2-core CPU before it was pruned). The
+    app finishes the calibration of the model it preloads before it listens (a visitor's run
+    must not share the cores with it: both timings would suffer); a model loaded later is
+    calibrated in the background while its first runs are served at once with a provisional
+    form (``demo.run.exact_sampler``), the page saying so.
     Temperature 1.0: the page's default; other temperatures are calibrated on first use."""
 
     def work() -> None:

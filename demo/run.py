@@ -75,11 +75,17 @@ class Frame:
     max_length: int | None = None
 
 
-def exact_sampler(kind: str, model, k: int, temperature: float) -> tuple[object, str, str]:
-    """-> (sampler, its display name, lane kind)."""
+def exact_sampler(
+    kind: str, model, k: int, temperature: float, wait: bool = True
+) -> tuple[object, str, str]:
+    """-> (sampler, its display name, lane kind). ``wait=False``: while "fastest" is still being
+    measured (in the background), a provisional form instead of waiting for the measurement."""
     if kind == "fastest":
         # The fastest speculative form: the page compares it with sequential decoding itself.
-        s = assd.fastest(model, temperature=temperature, speculative=True)
+        s = assd.fastest(model, temperature=temperature, speculative=True, wait=wait)
+        if s is None:
+            s = provisional(model, temperature)
+            return s, f"ASSD: {s.name} (the fastest form is still being measured)", "assd"
         return s, f"fastest ASSD: {s.name}", "assd"
     if kind == "assd":
         return assd.ASSD(k=k, temperature=temperature), f"ASSD (k={k})", "assd"
@@ -89,6 +95,15 @@ def exact_sampler(kind: str, model, k: int, temperature: float) -> tuple[object,
     if kind == "sequential":
         return assd.Sequential(temperature=temperature), "sequential", "sequential"
     raise DemoError(f"Unknown sampler {kind!r}: choose one of {', '.join(SAMPLERS)}.")
+
+
+def provisional(model, temperature: float):
+    """The form served while "fastest" is measured: the draft head with k = 2 where the model
+    has one (the fastest form in most of our measurements, CPU and GPU), else the paper's ASSD
+    with a bonus row."""
+    if getattr(model, "has_draft_head", False):
+        return assd.ASSD(k=2, temperature=temperature, draft="head")
+    return assd.ASSD(k=5, temperature=temperature, bonus=True)
 
 
 class Lane:
@@ -163,7 +178,7 @@ def _stream(cache: ModelCache, req: Request) -> Iterator[Frame]:
         pad_to=width_step(lm.model),  # compiled rounds: few widths, few compilations
         max_length=lm.model.max_length,
     )
-    lanes = make_lanes(lm, inf, batch, req)
+    lanes = make_lanes(lm, inf, batch, req, wait=not cache.calibrating(lm.model))
     try:
         yield from _replay(lm, inf, batch, lanes, req.slow)
     finally:
@@ -171,9 +186,9 @@ def _stream(cache: ModelCache, req: Request) -> Iterator[Frame]:
             lane.close()
 
 
-def make_lanes(lm, inf: Infill, batch, req: Request) -> list[Lane]:
+def make_lanes(lm, inf: Infill, batch, req: Request, wait: bool = True) -> list[Lane]:
     k, t, seed = int(req.k), float(req.temperature), int(req.seed)
-    sampler, title, kind = exact_sampler(req.sampler, lm.model, k, t)
+    sampler, title, kind = exact_sampler(req.sampler, lm.model, k, t, wait)
     lanes = [Lane(lm, inf, batch, sampler, title, kind, seed, getattr(sampler, "k", None))]
     if req.compare:
         if kind != "sequential":

@@ -69,7 +69,7 @@ def build(
     cache: ModelCache | None = None,
 ) -> gr.Blocks:
     """The whole page (not launched). The start-up model is always served."""
-    cache = cache or ModelCache()
+    cache = cache if cache is not None else ModelCache()  # not `or`: an empty cache is falsy
     default_spec = spec_of(*parse_spec(spec_of(default_model, default_revision)))
     cache.allow(*parse_spec(default_spec))
     choices = list(dict.fromkeys([default_spec, *cache.choices]))

@@ -173,11 +173,31 @@ def test_a_calibrating_cache_measures_fastest_in_the_background_as_a_model_loads
         calibrate=True,
     )
     cache.get("./a")
-    cache.calibrations[("./a", None)].join(timeout=30)
+    cache.calibration(toy).join(timeout=30)
+    assert not cache.calibrating(toy)
     assert calls == [(toy, 1.0)], "calibrated once, at load, at the page's default temperature"
     assd.fastest(toy, speculative=True)  # a visitor's first run: the result is already there
     assert len(calls) == 1
     assert not ModelCache(loader=lambda *a: None).calibrate, "off unless asked for"
+
+
+def test_a_run_during_the_calibration_is_served_at_once_with_a_provisional_form(monkeypatch):
+    from assd.backends.toy import ToyASARM
+    from assd.samplers import auto
+
+    toy = ToyASARM(4, 12, seed=4, draft_head=True)
+    assert assd.fastest(toy, wait=False) is None, "nothing measured: no answer, no measuring"
+    s, title, kind = run_module.exact_sampler("fastest", toy, 5, 1.0, wait=False)
+    assert s == assd.ASSD(k=2, draft="head") and "still being measured" in title
+    plain = ToyASARM(4, 12, seed=4)
+    assert run_module.exact_sampler("fastest", plain, 5, 0.8, wait=False)[0] == assd.ASSD(
+        k=5, temperature=0.8, bonus=True
+    )
+    fake = [{"sampler": assd.ASSD(3, one_call=True), "seconds_per_token": 1.0, "runs": [1.0]}]
+    monkeypatch.setattr(auto, "calibrate", lambda m, temperature=1.0: fake)
+    assert assd.fastest(toy) == assd.ASSD(3, one_call=True)  # measured (here: faked) ...
+    s, title, _ = run_module.exact_sampler("fastest", toy, 5, 1.0, wait=False)
+    assert s == assd.ASSD(3, one_call=True) and title.startswith("fastest ASSD")  # ... then used
 
 
 def test_model_cache_reports_load_failures_as_messages():

@@ -104,3 +104,16 @@ def test_concurrent_requests_share_the_model_safely(client):
     jobs = [client.submit(text, api_name="/infill", **k) for k in kw * 2]
     together = [j.result(timeout=120)["text"] for j in jobs]
     assert together == alone * 2
+
+
+def test_the_page_serves_from_the_cache_it_is_given_even_while_that_cache_is_empty():
+    # An empty ModelCache is falsy (it has a length): `cache or ModelCache()` once replaced the
+    # app's cache with a default one, dropping --models, --compile and the calibration made at
+    # start-up (the first run then loaded the model again and calibrated for 40 s).
+    from demo.models import ModelCache
+    from demo.ui import build
+
+    cache = ModelCache(allowed=["code"], hub_reachable=lambda: False)
+    assert len(cache) == 0
+    build("prose", cache=cache)
+    assert cache.choices == ["code", "prose"], "the page's default model joins *this* cache"

@@ -37,7 +37,8 @@ from .sequential import Sequential
 from .speculative import ASSD
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # guards _CACHE
+_CALIBRATING = threading.Lock()  # held while a calibration measures
 MARGIN = 0.05  # a speculative form must be this much faster per token than Sequential
 # Timed runs per candidate after its warm-up, round-robin; the median counts. On a shared
 # 2-core CPU the best of two runs (the previous rule) once picked a form 14% slower than
@@ -132,20 +133,28 @@ def fastest(
     temperature: float = 1.0,
     speculative: bool = False,
     calibration: list[dict] | None = None,
+    wait: bool = True,
 ):
     """An exact sampler: the fastest of :func:`candidates` for ``model`` on its device, measured
     once (seconds on a CPU) and cached. Sequential decoding unless a speculative form is at least
     MARGIN faster per token. ``speculative=True``: the fastest speculative form even when
     sequential decoding is faster (to show ASSD at its best). ``calibration``: a result of
-    :func:`calibrate` to choose from instead of measuring. On a model loaded with
+    :func:`calibrate` to choose from instead of measuring. ``wait=False``: never measure (nor
+    wait for a measurement under way); None until a result is cached (a server calibrating in
+    the background serves its first requests meanwhile). On a model loaded with
     ``compile=True`` every candidate is compiled for the calibration shape first (about a
     minute or two on a GPU, once per process)."""
-    with _LOCK:
-        per_model = _CACHE.setdefault(model, {})
-        key = (str(model.device), float(temperature), getattr(model, "compile_rounds", False))
-        if calibration is None and key not in per_model:
-            per_model[key] = calibrate(model, temperature)
-        ranked = calibration or per_model[key]
+    key = (str(model.device), float(temperature), getattr(model, "compile_rounds", False))
+    ranked = calibration or _cached(model, key)
+    if ranked is None and not wait:
+        return None
+    if ranked is None:
+        with _CALIBRATING:  # one measurement at a time; a second caller uses the first's result
+            ranked = _cached(model, key)
+            if ranked is None:
+                ranked = calibrate(model, temperature)
+                with _LOCK:
+                    _CACHE.setdefault(model, {})[key] = ranked
     spec = [d for d in ranked if not isinstance(d["sampler"], Sequential)]
     seq = [d for d in ranked if isinstance(d["sampler"], Sequential)]
     if (speculative and spec) or not seq:
@@ -154,3 +163,8 @@ def fastest(
     if best["seconds_per_token"] < (1 - MARGIN) * seq[0]["seconds_per_token"]:
         return best["sampler"]
     return seq[0]["sampler"]
+
+
+def _cached(model, key) -> list[dict] | None:
+    with _LOCK:
+        return _CACHE.get(model, {}).get(key)
