@@ -47,27 +47,37 @@ class Rng(Protocol):
         ...
 
 
+ROUND_WIDTH = 64  # uniforms per row a round's block starts with (rounds rarely read more)
+
+
 class TorchRng:
     """Draws with a ``torch.Generator``, one block of uniforms per round.
 
     Each round reads its uniforms from one block [B, width] drawn at the start of the round
-    (``start_round``); the width is learned in the first round (the block grows as the round
-    consumes it) and is the same in every later round, since a sampler's rounds consume fixed
-    shapes. So an eager round and a replayed CUDA graph of the same round read the same numbers:
-    the graph path gives the same tokens as the eager path for the same seed.
+    (``start_round``). The block starts ROUND_WIDTH wide, more than most samplers' rounds read
+    (head k=3 with block verification reads about 10 a row); a round that reads more grows it
+    piece by piece, and the grown width is used in every later round, since a sampler's rounds
+    consume fixed shapes. So an eager round and a replayed CUDA graph of the same round read the
+    same numbers, the first round too unless it grew the block (``grown``): the graph path gives
+    the same tokens as the eager path for the same seed.
     """
 
-    def __init__(self, generator: torch.Generator | None = None):
+    def __init__(self, generator: torch.Generator | None = None, width: int = ROUND_WIDTH):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
                 f"generator must be a torch.Generator or None, got {type(generator).__name__} "
                 "(assd.rng.generator(seed) makes one from an int seed)"
             )
         self.generator = generator
-        self.width = 0  # uniforms per row per round
+        self.initial = self.width = width  # uniforms per row per round
         self.block: torch.Tensor | None = None  # [B, >= width] this round's uniforms
         self.used = 0
         self.frozen = False  # True while a round is captured: the block may not grow
+
+    @property
+    def grown(self) -> bool:
+        """Did a round read more than the starting width (so the first round drew in pieces)?"""
+        return self.width > self.initial
 
     def draw(self, shape, device) -> torch.Tensor:
         """Fresh uniforms [shape] float32 from the generator, on ``device``."""

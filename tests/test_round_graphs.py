@@ -265,8 +265,9 @@ def test_round_keys_tell_settings_and_shapes_apart():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=lambda s: s.name)
 def test_a_kept_round_graph_serves_the_next_batch(sampler, monkeypatch):
-    """The second batch of a shape replays the graph the first one captured from its second
-    round on (no capture) and gets exactly the eager rounds' tokens; so does the first again."""
+    """The second batch of a shape replays the graph the first one captured, from its first
+    round on (no capture, no eager round), and gets exactly the eager rounds' tokens; so does
+    the first again."""
     import assd.samplers.run as run_mod
 
     model, batch = engine_and_batch("cuda")
@@ -277,7 +278,14 @@ def test_a_kept_round_graph_serves_the_next_batch(sampler, monkeypatch):
     monkeypatch.setattr(
         run_mod, "capture_round", lambda *x, **k: captures.append(1) or real(*x, **k)
     )
-    assert run(model, b, sampler, True, "cuda") == run(model, b, sampler, False, "cuda")
+    steps = []
+    real_step = type(sampler).step
+    monkeypatch.setattr(
+        type(sampler), "step", lambda *x, **k: steps.append(1) or real_step(*x, **k)
+    )
+    kept = run(model, b, sampler, True, "cuda")
+    assert not steps, "every round of a kept run is a replay, the first one too"
+    assert kept == run(model, b, sampler, False, "cuda")
     assert run(model, a, sampler, True, "cuda") == first
     assert not captures  # both replayed the kept graph
 
@@ -308,3 +316,28 @@ def test_a_kept_compiled_round_reads_the_next_batch(sampler, monkeypatch):
     n = len(captures)
     assert run(model, b, sampler, True, "cuda", compile=True) == from_b
     assert len(captures) == n
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_kept_prompt_graph_encodes_the_next_batch_as_eager_code_does():
+    """On CUDA a session's prompt encoding replays a graph kept in the workspace (captured by
+    the first session of that shape and padded prompt width): the cache it fills for another
+    batch equals what eager code fills."""
+    model, batch = engine_and_batch("cuda")
+    eager, _ = engine_and_batch("cuda")
+    eager.graphs = False  # the prompt encoded by plain eager code
+    a, b = other_batch(batch, seed=5).to("cuda"), other_batch(batch, seed=6).to("cuda")
+    width = [min(-(-int(x.n_prompt.max()) // 8) * 8, 24) for x in (a, b)]
+    assert width[0] == width[1], "both batches must share the graph's padded prompt width"
+    first = model.open(a)
+    ws = first.ws
+    assert ("prompt", width[0]) in ws.graphs and ws.graphs[("prompt", width[0])] is not None
+    del first  # its workspace (and the kept graph) serve the next session of this shape
+    n_graphs = len(ws.graphs)
+    got, want = model.open(b), eager.open(b)
+    assert got.ws is ws and len(ws.graphs) == n_graphs, "the kept graph was replayed"
+    for row in range(b.size):
+        P = int(b.n_prompt[row])
+        assert torch.equal(got.kv[:, :, row, :, :P], want.kv[:, :, row, :, :P])
+        assert torch.equal(got.ws.hkv[:, :, row, :, :P], want.ws.hkv[:, :, row, :, :P])
+    assert torch.equal(got.prompt_tok, want.prompt_tok)

@@ -45,6 +45,7 @@ from .engine_graphs import (
     Step,
     Workspace,
     bucket,
+    run_in_place,
     run_step,
     step,
     write_head_keys,
@@ -318,10 +319,25 @@ class EngineSession:
 
     @torch.no_grad()
     def _encode_prompt(self) -> None:
+        """Compute the prompt's states into the cache. Its rows are padded to a multiple of
+        ALIGN, so a few shapes serve every prompt size; on CUDA the computation is replayed
+        from a graph kept in the workspace (it reads the workspace's copy of the batch): eager,
+        its few hundred launches cost about 4 ms a run on an H200, the run's largest fixed
+        cost once sampler rounds are replayed (``evals/bench_phases.py``)."""
+        b = self.batch
+        L = b.tokens.shape[1]
+        W = min(_round_up(int(b.n_prompt.max())), L)  # the session's one host sync
+        if self.engine.graphs:
+            run_in_place(self.ws, ("prompt", W), lambda: self._encode(W))
+        else:
+            self._encode(W)
+        self.prompt_tok = self.ws.prompt_tok
+
+    def _encode(self, W: int) -> None:
+        """The prompt's first W ranks (the prompt and padding) through the target, in place."""
         b, ws = self.batch, self.ws
         B, L = b.tokens.shape
         P = b.n_prompt  # [B]
-        W = int(P.max())
         r = torch.arange(W, device=P.device).expand(B, W)
         valid = r < P[:, None]
         pos = torch.gather(self.pos_of_rank, 1, r)
@@ -338,8 +354,7 @@ class EngineSession:
             write_head_keys(self.engine.w.head, ws, x, rows.slot)
         ws.slot_tok.scatter_(1, torch.where(valid, r, L), tok)
         ranks = torch.arange(L, device=P.device)
-        self.prompt_tok = ws.prompt_tok
-        self.prompt_tok.copy_(torch.where(ranks < P[:, None], self._by_rank(b.tokens), -1))
+        ws.prompt_tok.copy_(torch.where(ranks < P[:, None], self._by_rank(b.tokens), -1))
 
     def _by_rank(self, tokens: torch.Tensor) -> torch.Tensor:
         return torch.gather(tokens, 1, self.pos_of_rank)  # [B, L] token at each rank

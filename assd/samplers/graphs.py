@@ -68,11 +68,14 @@ class RoundGraph:
     """A captured round: ``replay(rng)`` runs one round, returns the (static) state and record.
 
     ``flags``: the checked session's device flags the round writes (a later session that
-    reuses this graph adopts them); ``load(state)``: start a new run from ``state``."""
+    reuses this graph adopts them); ``load(state)``: start a new run from ``state``;
+    ``first_round``: the round read TorchRng's starting block, so a later run may replay its
+    first round too."""
 
     def __init__(self, run: Callable[[], RoundRecord], state: State, block: torch.Tensor):
         self.run, self.state, self.block = run, state, block
         self.flags: torch.Tensor | None = None
+        self.first_round = False  # may a later run replay its first round too (see run.py)
 
     def replay(self, rng) -> tuple[State, RoundRecord]:
         self.block.copy_(rng.draw(self.block.shape, self.block.device))

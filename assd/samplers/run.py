@@ -248,17 +248,17 @@ def rounds(
     rows = max_new_rows(state)
     graph, n_round = None, 0
     # A round graph captured by an earlier session of this backend workspace (CUDA): it reads
-    # and writes the workspace's buffers, so this run replays it from its second round on,
-    # without the second warm-up round and the capture (tens of milliseconds a run on a GPU).
-    # The first round stays eager: it learns how many uniforms a round reads (``TorchRng``),
-    # drawing them in pieces, so a replay of it would read other numbers for the same seed.
+    # and writes the workspace's buffers, so this run replays it from its first round on,
+    # without eager rounds and the capture (tens of milliseconds a run on a GPU). Unless the
+    # round reads more uniforms than TorchRng's starting block: then the first round stays
+    # eager, since it draws them in pieces and a replay would read other numbers for the seed.
     kept = getattr(session.session, "round_graphs", None) if graphs and cuda else None
     key = round_key(sampler, state, rows, rng.width, compile) if kept is not None else None
     pending = kept_round(kept, key) if kept is not None else None
     going = bool(state.active.any())
     while going:
         n_round += 1
-        if pending is not None and n_round > 1:
+        if pending is not None and (n_round > 1 or pending.first_round):
             graph, pending = pending, None
             state = graph.load(state)
             session.flags = graph.flags
@@ -267,6 +267,7 @@ def rounds(
             graph = capture_round(sampler, state, session, rng, compile)  # None: cannot capture
             graphs = graph is not None
             if graph is not None and kept is not None:
+                graph.first_round = not rng.grown  # the first round read the same block
                 keep_round(kept, key, graph, session.flags)
         if graph is not None:
             state, rec = graph.replay(rng)
