@@ -533,3 +533,20 @@ def test_the_embedded_models_fill_their_examples(name):
         assert not last.error, last.message
         assert all(s.done and s.generated == s.masked > 0 for s in last.stats)
         assert "[MASK" not in last.text and "[HIDE" not in last.text
+
+
+def test_a_run_while_its_model_calibrates_gets_a_provisional_form_at_once(
+    cache, tiny_model_dir, monkeypatch
+):
+    from assd.samplers import auto
+
+    def no_calibration(*a, **k):
+        raise AssertionError("a run must not calibrate while a background calibration runs")
+
+    lm = cache.get(tiny_model_dir)
+    monkeypatch.setattr(auto, "calibrate", no_calibration)
+    monkeypatch.setattr(auto, "_CACHE", type(auto._CACHE)())  # nothing measured yet
+    monkeypatch.setattr(cache, "calibrating", lambda model: model is lm.model)
+    frames = run(cache, tiny_model_dir, text=TEXT, sampler="fastest", compare=False)
+    assert not frames[-1].error, frames[-1].message
+    assert "still being measured" in frames[-1].stats[0].name

@@ -108,3 +108,25 @@ def test_calibration_warms_up_eager_cpu_models_on_a_short_problem(monkeypatch):
     n = len(auto.candidates(model))
     # the calibration text, n short warm-ups, then n * REPEATS timed runs at full width
     assert widths == [40] + [16] * n + [40] * (n * auto.REPEATS)
+
+
+def test_calibration_drops_a_clearly_slower_candidate_after_one_timed_pass(monkeypatch):
+    import time
+
+    from assd.samplers import run
+
+    model = ToyASARM(4, 12, seed=1, draft_head=True)
+    slow = assd.ASSD(3, one_call=True)
+    real = run.sample
+
+    def sample(m, batch, sampler, generator=None, **kw):
+        if sampler == slow:
+            time.sleep(0.2)  # far beyond PRUNE times any other candidate's run
+        return real(m, batch, sampler, generator, **kw)
+
+    monkeypatch.setattr(run, "sample", sample)
+    ranked = auto.calibrate(model)
+    by_name = {d["sampler"]: d for d in ranked}
+    assert len(by_name[slow]["runs"]) == 1, "timed once, then dropped"
+    assert ranked[-1]["sampler"] == slow
+    assert len(by_name[assd.Sequential()]["runs"]) == auto.REPEATS

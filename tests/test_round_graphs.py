@@ -330,14 +330,39 @@ def test_a_kept_prompt_graph_encodes_the_next_batch_as_eager_code_does():
     width = [min(-(-int(x.n_prompt.max()) // 8) * 8, 24) for x in (a, b)]
     assert width[0] == width[1], "both batches must share the graph's padded prompt width"
     first = model.open(a)
-    ws = first.ws
-    assert ("prompt", width[0]) in ws.graphs and ws.graphs[("prompt", width[0])] is not None
+    ws, key = first.ws, ("prompt", width[0])
+    kept = ws.graphs.get(key)
+    assert kept is not None, "the first session captured its prompt encoding"
     del first  # its workspace (and the kept graph) serve the next session of this shape
-    n_graphs = len(ws.graphs)
     got, want = model.open(b), eager.open(b)
-    assert got.ws is ws and len(ws.graphs) == n_graphs, "the kept graph was replayed"
+    assert got.ws is ws and ws.graphs[key] is kept, "the kept graph was replayed, not recaptured"
     for row in range(b.size):
         P = int(b.n_prompt[row])
         assert torch.equal(got.kv[:, :, row, :, :P], want.kv[:, :, row, :, :P])
         assert torch.equal(got.ws.hkv[:, :, row, :, :P], want.ws.hkv[:, :, row, :, :P])
     assert torch.equal(got.prompt_tok, want.prompt_tok)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("sampler", SAMPLERS[:6], ids=lambda s: s.name)
+def test_a_round_that_grows_its_block_keeps_an_eager_first_round(sampler, monkeypatch):
+    """A round reading more uniforms than the block's start draws them piece by piece in an
+    eager first round; a replay would draw them at once (other numbers for the seed). So a kept
+    graph of such a round replays from the second round only, and the tokens still equal the
+    eager run's. (A start of 0 uniforms, the rule before, makes every sampler grow its block.)"""
+    import functools
+
+    import assd.samplers.run as run_mod
+
+    monkeypatch.setattr(run_mod, "TorchRng", functools.partial(run_mod.TorchRng, width=0))
+    model, batch = engine_and_batch("cuda")
+    a, b = batch.to("cuda"), other_batch(batch).to("cuda")
+    run(model, a, sampler, True, "cuda")  # captures and keeps the round
+    steps = []
+    real_step = type(sampler).step
+    monkeypatch.setattr(
+        type(sampler), "step", lambda *x, **k: steps.append(1) or real_step(*x, **k)
+    )
+    kept = run(model, b, sampler, True, "cuda")
+    assert len(steps) == 1, "the first round eager, every later one a replay"
+    assert kept == run(model, b, sampler, False, "cuda")

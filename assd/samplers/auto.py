@@ -60,8 +60,10 @@ def candidates(model, temperature: float = 1.0) -> list:
 
 
 def _sync(device: torch.device) -> None:
+    # The stream, not the device: a calibration may run in a background thread (the demo's)
+    # while another thread captures a CUDA graph, and a device-wide sync breaks that capture.
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        torch.cuda.current_stream(device).synchronize()
 
 
 def calibrate(model, temperature: float = 1.0, length: int = 128, seed: int = 0) -> list[dict]:
