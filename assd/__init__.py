@@ -24,6 +24,7 @@ from .samplers import (
     fastest,
     generate,
     sample,
+    sample_many,
 )
 
 __version__ = "0.1.0"
@@ -55,6 +56,7 @@ __all__ = [
     "SampleResult",
     "generate",
     "sample",
+    "sample_many",
     "fastest",
     "log_likelihood",
     # one-line infill

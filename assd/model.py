@@ -105,6 +105,25 @@ class Batch:
         return replace(self, tokens=tokens)
 
 
+def rows_of(batch: Batch, rows: torch.Tensor) -> Batch:
+    """The sub-batch of rows [R] (long) of ``batch``."""
+    return Batch(*(t[rows] for t in (batch.tokens, batch.sigma, batch.n_prompt, batch.length)))
+
+
+def write_rows(dst: Batch, rows: torch.Tensor, src: Batch) -> None:
+    """Overwrite rows [R] of ``dst`` in place with the R rows of ``src`` (same L): how a
+    session's batch takes new sequences into finished rows (``Session.refill``)."""
+    if src.tokens.shape[1] != dst.tokens.shape[1] or src.size != rows.numel():
+        raise ValueError(
+            f"refill needs {rows.numel()} rows of length {dst.tokens.shape[1]}, got a batch of "
+            f"shape {tuple(src.tokens.shape)}: pad every sequence to one length"
+        )
+    rows = rows.to(dst.tokens.device)
+    for name in ("tokens", "sigma", "n_prompt", "length"):
+        d = getattr(dst, name)
+        d[rows] = getattr(src, name).to(d.device)
+
+
 def _counts(x, name: str, device: torch.device) -> torch.Tensor:
     """An int or integer tensor/sequence of per-row counts -> a long tensor (TypeError otherwise)."""
     if isinstance(x, bool) or (isinstance(x, torch.Tensor) and x.dtype == torch.bool):
@@ -285,6 +304,11 @@ class Session(Protocol):
     # rank q_rank given ranks < q_ctx, reading ranks < q_feat through the target's states
     # (valid for the current tokens: n_prompt <= q_feat <= q_ctx <= q_rank) and ranks
     # q_feat .. q_ctx-1 as plain tokens. Cheap, approximate: proposals, never verification.
+
+    # Optional, for continuous batching (``assd.sample_many``):
+    # refill(rows, batch) -> None: rows [R] long of this session's batch take the R sequences of
+    # ``batch`` (same L; see write_rows): their committed ranks are now the new prompts, and
+    # nothing of the sequences they held before may influence them. Other rows are unchanged.
 
 
 @runtime_checkable

@@ -119,6 +119,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "run instead of replaying the one kept from the last run (keys ending in -c-nk)",
     )
     p.add_argument(
+        "--refill-too",
+        action="store_true",
+        help="with --compile: also time the compiled methods through assd.sample_many (all "
+        "sequences through B rows, a finished row refilled with the next; keys ending in -c-r)",
+    )
+    p.add_argument(
         "--ablate-reuse",
         action="store_true",
         help="also time the engine recomputing proposal states instead of reusing them",
@@ -276,7 +282,7 @@ def run_method(model, sampler, batches, device, warm: int | None, opts: dict) ->
 
 
 def _run_method(model, sampler, batches, device, warm: int | None, opts: dict) -> dict:
-    warm_opts = {k: v for k, v in opts.items() if k != "sync_every"}  # a fast-path option
+    warm_opts = {k: v for k, v in opts.items() if k not in ("sync_every", "refill")}
     gen = assd.generate(model, batches[0], sampler, rng(999, device), trace=False, **warm_opts)
     for i, _ in enumerate(gen):
         if warm is not None and i + 1 >= warm:
@@ -286,6 +292,21 @@ def _run_method(model, sampler, batches, device, warm: int | None, opts: dict) -
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     nfe, dcalls, rounds, gen_tokens, wall = [], [], [], 0, 0.0
+    if opts.pop("refill", False):  # all sequences at once, B rows refilled as they finish
+        parts = [(b.tokens, b.sigma, b.n_prompt, b.length) for b in batches]
+        whole = assd.Batch(*(torch.cat(ts) for ts in zip(*parts)))
+        sync(device)
+        t0 = time.perf_counter()
+        res = assd.sample_many(
+            model, whole, sampler, rng(0, device), batch_size=batches[0].size, **opts
+        )
+        sync(device)
+        wall = time.perf_counter() - t0
+        nfe, dcalls = [r.nfe for r in res], [r.draft_calls for r in res]
+        # The run's rounds, about: each row runs its sequences back to back (a lower bound)
+        rounds = [sum(r.rounds for r in res) / batches[0].size]
+        gen_tokens = sum(r.n_generated for r in res)
+        batches = []
     for j, b in enumerate(batches):
         sync(device)
         t0 = time.perf_counter()
@@ -378,6 +399,19 @@ def methods(args, net, forbidden, head, device, dtype):
                     s,
                     False,
                     {"compile": True, "keep": False},
+                )
+                for key, label, s in samplers
+                if key != "i"
+            ]
+        if args.refill_too:  # continuous batching: every sequence through B refilled rows
+            out += [
+                (
+                    key + "-c-r",
+                    label + " (compiled, rows refilled)",
+                    eng,
+                    s,
+                    False,
+                    {"compile": True, "refill": True},
                 )
                 for key, label, s in samplers
                 if key != "i"

@@ -38,6 +38,7 @@ from ..model import (
     check_mask_id,
     query_violations,
     tree_violations,
+    write_rows,
 )
 from .engine_attention import Rows, forward_rows
 from .engine_graphs import (
@@ -276,6 +277,7 @@ class EngineSession:
             ws.pos_of_rank = batch.pos_of_rank
             ws.prompt_tok = torch.full_like(batch.tokens, -1)
             ws.errors = torch.zeros(len(SYNC_FREE_ERRORS), dtype=torch.bool, device=engine.device)
+            ws.encode_rows = torch.ones(B, dtype=torch.bool, device=engine.device)
         else:
             for dst, src in zip(astuple_batch(ws.batch), astuple_batch(batch)):
                 dst.copy_(src)
@@ -318,7 +320,25 @@ class EngineSession:
                 raise ValueError(msg)
 
     @torch.no_grad()
-    def _encode_prompt(self) -> None:
+    def refill(self, rows: torch.Tensor, batch: Batch) -> None:
+        """Rows [R] take the R sequences of ``batch`` (``Session.refill``): their inputs are
+        written into the workspace, every cached state of theirs is forgotten, and their new
+        prompts are encoded (the same kept graph as at the session's start, for these rows)."""
+        ws, L = self.ws, self.batch.tokens.shape[1]
+        rows, batch = rows.to(self.kv.device), batch.to(self.kv.device)
+        write_rows(self.batch, rows, batch)
+        ws.pos_of_rank[rows] = batch.pos_of_rank
+        ws.key_pos[rows, :L] = batch.pos_of_rank
+        ws.slot_tok[rows] = -1  # no state of the old sequences is valid for the new ones
+        ws.encode_rows.zero_()
+        ws.encode_rows[rows] = True
+        try:
+            self._encode_prompt(batch.n_prompt)
+        finally:
+            ws.encode_rows.fill_(True)
+
+    @torch.no_grad()
+    def _encode_prompt(self, n_prompt: torch.Tensor | None = None) -> None:
         """Compute the prompt's states into the cache. Its rows are padded to a multiple of
         ALIGN, so a few shapes serve every prompt size; on CUDA the computation is replayed
         from a graph kept in the workspace (it reads the workspace's copy of the batch): eager,
@@ -326,7 +346,8 @@ class EngineSession:
         cost once sampler rounds are replayed (``evals/bench_phases.py``)."""
         b = self.batch
         L = b.tokens.shape[1]
-        W = min(_round_up(int(b.n_prompt.max())), L)  # the session's one host sync
+        P = b.n_prompt if n_prompt is None else n_prompt  # of the rows encoded
+        W = min(_round_up(int(P.max())), L)  # the session's one host sync
         if self.engine.graphs:
             run_in_place(self.ws, ("prompt", W), lambda: self._encode(W))
         else:
@@ -334,12 +355,13 @@ class EngineSession:
         self.prompt_tok = self.ws.prompt_tok
 
     def _encode(self, W: int) -> None:
-        """The prompt's first W ranks (the prompt and padding) through the target, in place."""
+        """The prompt's first W ranks (the prompt and padding) through the target, in place,
+        for the rows ``ws.encode_rows`` marks (every row but in a refill)."""
         b, ws = self.batch, self.ws
         B, L = b.tokens.shape
         P = b.n_prompt  # [B]
         r = torch.arange(W, device=P.device).expand(B, W)
-        valid = r < P[:, None]
+        valid = (r < P[:, None]) & ws.encode_rows[:, None]
         pos = torch.gather(self.pos_of_rank, 1, r)
         tok = torch.gather(b.tokens, 1, pos)
         rows = Rows(

@@ -41,6 +41,7 @@ class Workspace:
     pos_of_rank: torch.Tensor | None = None  # [B, L]
     prompt_tok: torch.Tensor | None = None  # [B, L] prompt token at each rank, -1 elsewhere
     errors: torch.Tensor | None = None  # [n] device flags of sync-free calls
+    encode_rows: torch.Tensor | None = None  # [B] bool: rows the prompt encoding writes
     rounds: dict = field(default_factory=dict)  # sampler round graphs (assd.samplers.graphs)
 
 

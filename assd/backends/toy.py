@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model import Batch, check_queries, logits_by_paths
+from ..model import Batch, check_queries, logits_by_paths, write_rows
 
 
 class ToyASARM:
@@ -78,6 +78,9 @@ class ToySession:
         self.vocab_size = model.vocab_size
 
     supports_tree = True  # by plain calls, one per query that reads a node (the ground truth)
+
+    def refill(self, rows, batch) -> None:
+        write_rows(self.batch, rows, batch)  # every call recomputes from the batch: nothing else
 
     def logits(self, tokens, n, m, q_rank, q_ctx, tree=None):
         if tree is not None:

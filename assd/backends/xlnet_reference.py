@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..masks import natural_limits, perm_mask_from_limits, target_mapping
-from ..model import Batch, check_mask_id, check_queries, logits_by_paths
+from ..model import Batch, check_mask_id, check_queries, logits_by_paths, write_rows
 
 
 def group_queries(
@@ -83,6 +83,12 @@ class _ReferenceSession:
         self.limits = natural_limits(batch.sigma, batch.n_prompt)  # [B, L]
 
     supports_tree = True  # by plain calls, one per query that reads a node (the ground truth)
+
+    def refill(self, rows, batch) -> None:
+        """New sequences in rows [R]: every call recomputes from the batch (the ground truth)."""
+        write_rows(self.batch, rows, batch.to(self.batch.tokens.device))
+        self.pos_of_rank = self.batch.pos_of_rank
+        self.limits = natural_limits(self.batch.sigma, self.batch.n_prompt)
 
     @torch.no_grad()
     def logits(self, tokens, n, m, q_rank, q_ctx, tree=None):

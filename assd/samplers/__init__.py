@@ -1,6 +1,7 @@
 """Exact samplers over the ``assd.model`` protocol (they know nothing of XLNet)."""
 
 from .auto import fastest
+from .many import sample_many
 from .result import RoundTrace, SampleResult
 from .run import RoundEvent, Sampler, generate, rounds, sample
 from .sequential import MeanField, Sequential
@@ -17,5 +18,6 @@ __all__ = [
     "generate",
     "rounds",
     "sample",
+    "sample_many",
     "fastest",
 ]

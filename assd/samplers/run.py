@@ -10,7 +10,7 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from ..model import ASARM, Batch, Session, Tree, checked_batch, logits_by_paths
+from ..model import ASARM, Batch, Session, Tree, checked_batch, logits_by_paths, write_rows
 from ..rng import Rng, TorchRng
 from .graphs import (
     WARM_ROUNDS,
@@ -113,6 +113,17 @@ class CheckedSession:
             out = logits_by_paths(fn, self.batch, tokens, n, m, q_rank, q_ctx, tree)
         return self._check(out, q_rank, "logits")
 
+    def refill(self, rows: torch.Tensor, batch: Batch) -> None:
+        """Rows [R] take the sequences of ``batch`` (``Session.refill``; ``sample_many``)."""
+        fn = getattr(self.session, "refill", None)
+        if fn is None:
+            raise TypeError(
+                f"{self.name} sessions cannot take new sequences into finished rows (no "
+                "refill method): use assd.sample on batches instead of assd.sample_many"
+            )
+        write_rows(self.batch, rows, batch)
+        fn(rows, batch)
+
     def draft_logits(self, tokens, q_rank, q_ctx, q_feat) -> torch.Tensor:
         out = self.session.draft_logits(tokens, q_rank, q_ctx, q_feat)
         return self._check(out, q_rank, "draft_logits")
@@ -208,6 +219,7 @@ def rounds(
     sync_free: bool | None = None,
     compile: bool | None = None,
     sync_every: int = 1,
+    between: Callable[[State, CheckedSession], None] | None = None,
 ) -> Iterator[tuple[State, RoundRecord]]:
     """The bare loop: yields the device-side (state, record) after every round, no host copies.
 
@@ -226,6 +238,8 @@ def rounds(
     nothing; they do draw their uniforms from the generator), so up to sync_every - 1 idle
     rounds may be yielded at the end; errors surface at the next read. 1: every round (what
     streaming consumers need).
+    between: called as between(state, session) at every such read, before it: it may change
+    rows of the state in place (``sample_many`` puts new sequences into finished rows).
     """
     if not isinstance(sync_every, int) or sync_every < 1:
         raise ValueError(f"sync_every must be an int >= 1, got {sync_every!r}")
@@ -276,6 +290,8 @@ def rounds(
             with session.sync_free(rows) if static else contextlib.nullcontext():
                 state, rec = sampler.step(state, session, rng)
         if n_round % sync_every == 0 or graph is None:  # eager rounds: every round
+            if between is not None:
+                between(state, session)
             flags = torch.cat([state.active.any()[None], session.round_flags()]).tolist()
             going = flags[0]  # the round's one host sync
             session.raise_if_bad(flags[1:])
