@@ -20,7 +20,7 @@ import torch
 
 from ..model import ASARM, Batch, checked_batch, rows_of
 from .result import SampleResult
-from .run import CheckedSession, Sampler, check_arguments, rounds
+from .run import SYNC_EVERY, CheckedSession, Sampler, check_arguments, rounds
 from .state import State
 
 
@@ -39,8 +39,11 @@ def sample_many(
     time: a finished row takes the next sequence. One :class:`SampleResult` per row of
     ``batch``, in its order (``rounds`` counts the sequence's own rounds; traces are empty).
 
-    sync_every: rounds between the host's looks at which rows finished (default: 2 on CUDA,
-    where the host then queues rounds ahead; 1 elsewhere): a finished row idles until then.
+    sync_every: rounds between the host's reads of "is any row active?" (default: as in
+    :func:`assd.sample`). Which rows finished is read without waiting for the device: each
+    round's flags are copied to the host asynchronously and looked at once they arrive (on a
+    GPU a round or two later), so the host keeps queueing rounds and a finished row idles only
+    until its flag is seen.
     graphs, compile: as in :func:`assd.sample` (whole rounds replayed as CUDA graphs; compiled).
     The backend must support ``Session.refill`` (the engine, the reference and the toy do).
     """
@@ -52,7 +55,7 @@ def sample_many(
     batch = checked_batch(model, batch)
     N, B = batch.size, min(batch_size, batch.size)
     dev = batch.tokens.device
-    every = sync_every if sync_every is not None else (2 if dev.type == "cuda" else 1)
+    every = sync_every if sync_every is not None else (SYNC_EVERY if dev.type == "cuda" else 1)
     # The sequence with the most tokens to generate goes first: the state's proposal width k
     # is capped at the most any row of the first batch generates, and must fit every later one.
     gen = batch.length - batch.n_prompt
@@ -77,8 +80,43 @@ def sample_many(
                 slot_of[r] = -1
         return rows
 
-    def refill(state: State, session: CheckedSession) -> None:
-        rows = collect(state, (~state.active).tolist())[: len(queue)]
+    # Each round's "row finished" flags, copied to the host without a sync: (round, event,
+    # flags); a row's flag counts only if taken after the row's last refill.
+    pending: list = []
+    refilled_at = [0] * B
+    n_round = 0
+    cuda = dev.type == "cuda"
+
+    def finished_rows(state: State, wait: bool) -> list[bool]:
+        """Rows seen finished in the newest flags that reached the host (waiting for them
+        only when ``wait``: before a host read that ends the run if no row is active)."""
+        nonlocal n_round
+        n_round += 1
+        done = ~state.active
+        if not cuda:
+            pending.append((n_round, None, done.tolist()))
+        else:
+            host = torch.empty(done.shape, dtype=torch.bool, pin_memory=True)
+            host.copy_(done, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            pending.append((n_round, event, host))
+        seen = None
+        while pending and (wait or pending[0][1] is None or pending[0][1].query()):
+            seen = pending.pop(0)
+        if seen is None:
+            return [False] * B
+        r, event, flags = seen
+        if event is not None:
+            event.synchronize()  # done already unless ``wait``
+        flags = flags if isinstance(flags, list) else flags.tolist()
+        return [bool(f) and r > refilled_at[i] for i, f in enumerate(flags)]
+
+    def refill(state: State, session: CheckedSession, read: bool) -> None:
+        done = finished_rows(state, read)
+        if not queue or not any(d and slot_of[i] >= 0 for i, d in enumerate(done)):
+            return
+        rows = collect(state, done)[: len(queue)]
         if not rows:
             return
         take = [queue.pop(0) for _ in rows]
@@ -101,6 +139,7 @@ def sample_many(
                 dst[idx] = getattr(fresh, f.name)[:R].to(dst.device, dst.dtype)
         for r, i in zip(rows, take):
             slot_of[r] = i
+            refilled_at[r] = n_round
 
     first = rows_of(batch, torch.tensor(slot_of, device=dev))
     last = None

@@ -219,7 +219,7 @@ def rounds(
     sync_free: bool | None = None,
     compile: bool | None = None,
     sync_every: int = 1,
-    between: Callable[[State, CheckedSession], None] | None = None,
+    between: Callable[[State, CheckedSession, bool], None] | None = None,
 ) -> Iterator[tuple[State, RoundRecord]]:
     """The bare loop: yields the device-side (state, record) after every round, no host copies.
 
@@ -238,8 +238,9 @@ def rounds(
     nothing; they do draw their uniforms from the generator), so up to sync_every - 1 idle
     rounds may be yielded at the end; errors surface at the next read. 1: every round (what
     streaming consumers need).
-    between: called as between(state, session) at every such read, before it: it may change
-    rows of the state in place (``sample_many`` puts new sequences into finished rows).
+    between: called as between(state, session, read) after every round, before that round's
+    host read if it has one (read: it has; the host then waits for the device anyway): it may
+    change rows of the state in place (``sample_many`` puts new sequences into finished rows).
     """
     if not isinstance(sync_every, int) or sync_every < 1:
         raise ValueError(f"sync_every must be an int >= 1, got {sync_every!r}")
@@ -289,9 +290,10 @@ def rounds(
             rng.start_round(batch.size, device)
             with session.sync_free(rows) if static else contextlib.nullcontext():
                 state, rec = sampler.step(state, session, rng)
-        if n_round % sync_every == 0 or graph is None:  # eager rounds: every round
-            if between is not None:
-                between(state, session)
+        read = n_round % sync_every == 0 or graph is None  # eager rounds: every round
+        if between is not None:
+            between(state, session, read)
+        if read:
             flags = torch.cat([state.active.any()[None], session.round_flags()]).tolist()
             going = flags[0]  # the round's one host sync
             session.raise_if_bad(flags[1:])
