@@ -23,6 +23,8 @@ from .result import SampleResult
 from .run import SYNC_EVERY, CheckedSession, Sampler, check_arguments, rounds
 from .state import State
 
+CPU_LAG = 0  # rounds a CPU run sees its "finished" flags late (tests: what a GPU run sees)
+
 
 def sample_many(
     model: ASARM,
@@ -43,7 +45,8 @@ def sample_many(
     :func:`assd.sample`). Which rows finished is read without waiting for the device: each
     round's flags are copied to the host asynchronously and looked at once they arrive (on a
     GPU a round or two later), so the host keeps queueing rounds and a finished row idles only
-    until its flag is seen.
+    until its flag is seen. A refill itself waits for the device (it reads the finished rows'
+    results and the new prompts' sizes): once per round in which rows finish.
     graphs, compile: as in :func:`assd.sample` (whole rounds replayed as CUDA graphs; compiled).
     The backend must support ``Session.refill`` (the engine, the reference and the toy do).
     """
@@ -93,20 +96,21 @@ def sample_many(
         nonlocal n_round
         n_round += 1
         done = ~state.active
-        if not cuda:
-            pending.append((n_round, None, done.tolist()))
+        if not cuda:  # flags arrive at once (or CPU_LAG rounds late: how tests mimic a GPU)
+            due = n_round + CPU_LAG
+            pending.append((n_round, lambda due=due: n_round >= due, done.tolist(), None))
         else:
             host = torch.empty(done.shape, dtype=torch.bool, pin_memory=True)
             host.copy_(done, non_blocking=True)
             event = torch.cuda.Event()
             event.record()
-            pending.append((n_round, event, host))
+            pending.append((n_round, event.query, host, event))
         seen = None
-        while pending and (wait or pending[0][1] is None or pending[0][1].query()):
+        while pending and (wait or pending[0][1]()):
             seen = pending.pop(0)
         if seen is None:
             return [False] * B
-        r, event, flags = seen
+        r, _, flags, event = seen
         if event is not None:
             event.synchronize()  # done already unless ``wait``
         flags = flags if isinstance(flags, list) else flags.tolist()
@@ -144,7 +148,14 @@ def sample_many(
     first = rows_of(batch, torch.tensor(slot_of, device=dev))
     last = None
     run = rounds(
-        model, first, sampler, generator, compile=compile, sync_every=every, between=refill
+        model,
+        first,
+        sampler,
+        generator,
+        graphs=graphs,
+        compile=compile,
+        sync_every=every,
+        between=refill,
     )
     for state, _ in run:
         last = state
