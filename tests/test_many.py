@@ -101,7 +101,7 @@ def test_results_are_complete_in_order_and_equal_sample_when_every_row_fits():
     assert [r.tokens for r in whole] == [r.tokens for r in plain]
 
 
-def test_bad_input_is_refused_with_the_fix():
+def test_bad_input_is_refused_with_the_fix(monkeypatch):
     model = ToyASARM(4, 8, seed=1)
     batch = make_batch(torch.zeros(2, 8, dtype=torch.long), torch.arange(8).repeat(2, 1), 2)
     for bad in (0, -1, 1.5, True):
@@ -114,8 +114,12 @@ def test_bad_input_is_refused_with_the_fix():
             session.refill = None
             return session
 
+    steps = []
+    real = Sequential.step
+    monkeypatch.setattr(Sequential, "step", lambda *a, **k: steps.append(1) or real(*a, **k))
     with pytest.raises(TypeError, match="cannot take new sequences"):
         assd.sample_many(NoRefill(4, 8, seed=1), batch, Sequential(), batch_size=1)
+    assert len(steps) == 1, "refused after the first round, not when the first row finishes"
 
 
 @pytest.mark.parametrize("backend", ["engine", "engine-uncached"])

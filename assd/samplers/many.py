@@ -117,6 +117,8 @@ def sample_many(
         return [bool(f) and r > refilled_at[i] for i, f in enumerate(flags)]
 
     def refill(state: State, session: CheckedSession, read: bool) -> None:
+        if queue and n_round == 0:
+            session.check_refill()  # after the first round, not when the first row finishes
         done = finished_rows(state, read)
         if not queue or not any(d and slot_of[i] >= 0 for i, d in enumerate(done)):
             return

@@ -113,16 +113,19 @@ class CheckedSession:
             out = logits_by_paths(fn, self.batch, tokens, n, m, q_rank, q_ctx, tree)
         return self._check(out, q_rank, "logits")
 
-    def refill(self, rows: torch.Tensor, batch: Batch) -> None:
-        """Rows [R] take the sequences of ``batch`` (``Session.refill``; ``sample_many``)."""
-        fn = getattr(self.session, "refill", None)
-        if fn is None:
+    def check_refill(self) -> None:
+        """Raise a clear error unless the backend's sessions can take new sequences."""
+        if getattr(self.session, "refill", None) is None:
             raise TypeError(
                 f"{self.name} sessions cannot take new sequences into finished rows (no "
                 "refill method): use assd.sample on batches instead of assd.sample_many"
             )
+
+    def refill(self, rows: torch.Tensor, batch: Batch) -> None:
+        """Rows [R] take the sequences of ``batch`` (``Session.refill``; ``sample_many``)."""
+        self.check_refill()
         write_rows(self.batch, rows, batch)
-        fn(rows, batch)
+        self.session.refill(rows, batch)
 
     def draft_logits(self, tokens, q_rank, q_ctx, q_feat) -> torch.Tensor:
         out = self.session.draft_logits(tokens, q_rank, q_ctx, q_feat)
