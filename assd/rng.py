@@ -54,8 +54,8 @@ class TorchRng:
     """Draws with a ``torch.Generator``, one block of uniforms per round.
 
     Each round reads its uniforms from one block [B, width] drawn at the start of the round
-    (``start_round``). The block starts ROUND_WIDTH wide, more than most samplers' rounds read
-    (head k=3 with block verification reads about 10 a row); a round that reads more grows it
+    (``start_round``). The block starts ROUND_WIDTH wide, more than the rounds of every sampler
+    in the round-graph tests read; a round that reads more (large k with token trees) grows it
     piece by piece, and the grown width is used in every later round, since a sampler's rounds
     consume fixed shapes. So an eager round and a replayed CUDA graph of the same round read the
     same numbers, the first round too unless it grew the block (``grown``): the graph path gives

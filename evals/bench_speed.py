@@ -379,56 +379,26 @@ def methods(args, net, forbidden, head, device, dtype):
     samplers = [x for x in samplers if want is None or x[0] in want]
     out = [x for x in out if want is None or x[0] in want]
     out += [(key, label, eng, s, False, {}) for key, label, s in samplers]
-    if args.compile:
-        out += [
-            (key + "-c", label + " (compiled rounds)", eng, s, False, {"compile": True})
+
+    def variants(suffix: str, what: str, opts: dict) -> list:
+        """Every engine method again with other sample options (keys ending in suffix)."""
+        return [
+            (key + suffix, f"{label} ({what})", eng, s, False, opts)
             for key, label, s in samplers
             if key != "i"
         ]
+
+    if args.compile:
+        out += variants("-c", "compiled rounds", {"compile": True})
         if args.unkept_too:  # what keeping round graphs across runs saves
-            out += [
-                (key + "-nk", label + " (graphs not kept)", eng, s, False, {"keep": False})
-                for key, label, s in samplers
-                if key != "i"
-            ]
-            out += [
-                (
-                    key + "-c-nk",
-                    label + " (compiled, graphs not kept)",
-                    eng,
-                    s,
-                    False,
-                    {"compile": True, "keep": False},
-                )
-                for key, label, s in samplers
-                if key != "i"
-            ]
+            out += variants("-nk", "graphs not kept", {"keep": False})
+            out += variants("-c-nk", "compiled, graphs not kept", {"compile": True, "keep": False})
         if args.refill_too:  # continuous batching: every sequence through B refilled rows
-            out += [
-                (
-                    key + "-c-r",
-                    label + " (compiled, rows refilled)",
-                    eng,
-                    s,
-                    False,
-                    {"compile": True, "refill": True},
-                )
-                for key, label, s in samplers
-                if key != "i"
-            ]
+            out += variants("-c-r", "compiled, rows refilled", {"compile": True, "refill": True})
         if args.sync1_too:
-            out += [
-                (
-                    key + "-c-s1",
-                    label + " (compiled, host sync every round)",
-                    eng,
-                    s,
-                    False,
-                    {"compile": True, "sync_every": 1},
-                )
-                for key, label, s in samplers
-                if key != "i"
-            ]
+            out += variants(
+                "-c-s1", "compiled, host sync every round", {"compile": True, "sync_every": 1}
+            )
         if want is None or "i" in want:  # fastest as a user with compiled rounds gets it
             eng_c = XLNetEngine.from_hf(
                 net, forbidden, dtype=dtype, check=False, head=head, compile_rounds=True

@@ -181,23 +181,30 @@ def _capture(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, k
 
 def _capture_locked(weights: XLNetWeights, ws: Workspace, s: Step, W: int, span: int, key):
     static = s.clone()
+    result, graph, out = _run_then_capture(ws, lambda: step(weights, ws, static, W, span))
+    ws.graphs[key] = None if graph is None else (graph, static, out)
+    return result
+
+
+def _run_then_capture(ws: Workspace, fn):
+    """Run ``fn`` eagerly on a side stream (lazy allocations, library handles; its result is
+    the call's answer), then capture it into a CUDA graph in ``ws``'s memory pool.
+    -> (eager result, graph or None if the capture failed, the captured call's output)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        result = step(weights, ws, static, W, span)
+        result = fn()
     torch.cuda.current_stream().wait_stream(side)
     if ws.pool is None:
         ws.pool = torch.cuda.graph_pool_handle()
     graph = torch.cuda.CUDAGraph()
     try:
         with torch.cuda.graph(graph, pool=ws.pool, capture_error_mode="thread_local"):
-            out = step(weights, ws, static, W, span)
+            out = fn()
     except RuntimeError as e:  # e.g. an op that cannot be captured on this build: stay eager
-        warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=4)
-        ws.graphs[key] = None
-        return result
-    ws.graphs[key] = (graph, static, out)
-    return result
+        warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=5)
+        return result, None, None
+    return result, graph, out
 
 
 def run_in_place(ws: Workspace, key, fn) -> None:
@@ -209,19 +216,5 @@ def run_in_place(ws: Workspace, key, fn) -> None:
     elif entry is not False:
         entry.replay()
     else:
-        with CAPTURE_LOCK:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                fn()  # the real work of this call; the capture below only records it
-            torch.cuda.current_stream().wait_stream(side)
-            if ws.pool is None:
-                ws.pool = torch.cuda.graph_pool_handle()
-            graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(graph, pool=ws.pool, capture_error_mode="thread_local"):
-                    fn()
-            except RuntimeError as e:
-                warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=3)
-                graph = None
-            ws.graphs[key] = graph
+        with CAPTURE_LOCK:  # the eager run does this call's work; the capture only records it
+            ws.graphs[key] = _run_then_capture(ws, fn)[1]
