@@ -158,8 +158,8 @@ def test_a_refilled_row_forgets_its_old_sequence(backend):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("sampler", SAMPLERS[:5], ids=lambda s: s.name)
 def test_refilled_rows_in_cuda_graph_rounds_equal_eager_rounds(sampler):
-    """On CUDA the refills write into the static buffers that replayed round graphs read, and
-    the rows' "finished" flags reach the host asynchronously (the default sync_every)."""
+    """On CUDA the refills write into the static buffers that replayed round graphs read (at
+    the default sync_every: the host queues rounds ahead of the device between its reads)."""
     net, head, batch = net_head_and_batch(N=12)
     eng = XLNetEngine.from_hf(net.cuda(), forbidden_ids=(0,), head=head.cuda())
     batch = batch.to("cuda")
@@ -172,34 +172,25 @@ def test_refilled_rows_in_cuda_graph_rounds_equal_eager_rounds(sampler):
 
 
 @pytest.mark.parametrize("sampler", [Sequential(), ASSD(k=2, draft="head")], ids=lambda s: s.name)
-def test_late_finished_flags_and_the_widest_sequence_last(sampler, monkeypatch):
-    """The host sees which rows finished a few rounds late (as on a GPU; CPU_LAG mimics it,
-    with rounds on static buffers that read the host only every 8 rounds) and the widest
-    sequence is the batch's last (sample_many takes it first, for the width k): every sequence
-    comes back once, finished (never collected while its row still ran), in the batch's order;
-    and with prompt flags in time the engine gives the reference's tokens."""
-    from assd.samplers import many
-
+@pytest.mark.parametrize("batch_size,sync_every", [(4, 8), (1, 3)])
+def test_refills_every_sync_every_rounds_and_the_widest_sequence_last(
+    sampler, batch_size, sync_every
+):
+    """Rows are refilled only at the host reads every sync_every rounds, on static buffers with
+    round graphs (the engine) and eager (the reference, which reads the host every round: it
+    must neither refill earlier nor stop while sequences wait, even when every row finished
+    between two reads), so both give the same tokens for a seed; the widest sequence is the
+    batch's last (sample_many takes it first, for the width k): every sequence comes back once,
+    finished (never collected while its row still ran), in the batch's order."""
     net, head, batch = net_head_and_batch(N=9)
     flip = torch.arange(batch.size - 1, -1, -1)  # the widest row (0) last
     batch = assd.model.rows_of(batch, flip)
     eng = XLNetEngine.from_hf(net, forbidden_ids=(0,), head=head)
     ref = XLNetReference(net, forbidden_ids=(0,), head=head)
-    same = [
-        assd.sample_many(m, batch, sampler, torch.Generator().manual_seed(4), batch_size=4)
-        for m in (ref, eng)
-    ]
-    assert [r.tokens for r in same[0]] == [r.tokens for r in same[1]]
-    monkeypatch.setattr(many, "CPU_LAG", 3)
-    res = assd.sample_many(
-        eng,
-        batch,
-        sampler,
-        torch.Generator().manual_seed(4),
-        batch_size=4,
-        graphs=True,
-        sync_every=8,
-    )
+    kw = dict(batch_size=batch_size, sync_every=sync_every)
+    res = assd.sample_many(eng, batch, sampler, torch.Generator().manual_seed(4), graphs=True, **kw)
+    want = assd.sample_many(ref, batch, sampler, torch.Generator().manual_seed(4), **kw)
+    assert [(r.tokens, r.nfe) for r in res] == [(r.tokens, r.nfe) for r in want]
     for i, r in enumerate(res):
         prompt = batch.sigma[i] < batch.n_prompt[i]
         assert torch.equal(torch.tensor(r.tokens)[prompt], batch.tokens[i][prompt])

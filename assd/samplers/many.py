@@ -23,8 +23,6 @@ from .result import SampleResult
 from .run import SYNC_EVERY, CheckedSession, Sampler, check_arguments, rounds
 from .state import State
 
-CPU_LAG = 0  # rounds a CPU run sees its "finished" flags late (tests: what a GPU run sees)
-
 
 def sample_many(
     model: ASARM,
@@ -42,11 +40,10 @@ def sample_many(
     ``batch``, in its order (``rounds`` counts the sequence's own rounds; traces are empty).
 
     sync_every: rounds between the host's reads of "is any row active?" (default: as in
-    :func:`assd.sample`). Which rows finished is read without waiting for the device: each
-    round's flags are copied to the host asynchronously and looked at once they arrive (on a
-    GPU a round or two later), so the host keeps queueing rounds and a finished row idles only
-    until its flag is seen. A refill itself waits for the device (it reads the finished rows'
-    results and the new prompts' sizes): once per round in which rows finish.
+    :func:`assd.sample`: 8 on CUDA, 1 elsewhere). Finished rows are refilled at those reads
+    only (the host then waits for the device anyway), in CUDA-graph and eager runs alike, so
+    the tokens for a seed do not depend on how far the host runs ahead of the device; a
+    finished row idles until the next read (on average about sync_every / 2 rounds).
     graphs, compile: as in :func:`assd.sample` (whole rounds replayed as CUDA graphs; compiled).
     The backend must support ``Session.refill`` (the engine, the reference and the toy do).
     """
@@ -83,48 +80,22 @@ def sample_many(
                 slot_of[r] = -1
         return rows
 
-    # Each round's "row finished" flags, copied to the host without a sync: (round, event,
-    # flags); a row's flag counts only if taken after the row's last refill.
-    pending: list = []
-    refilled_at = [0] * B
     n_round = 0
-    cuda = dev.type == "cuda"
 
-    def finished_rows(state: State, wait: bool) -> list[bool]:
-        """Rows seen finished in the newest flags that reached the host (waiting for them
-        only when ``wait``: before a host read that ends the run if no row is active)."""
+    def refill(state: State, session: CheckedSession, read: bool) -> bool:
+        """Every ``every`` rounds (where a CUDA-graph run reads the host anyway; the same
+        rounds eager, so both give the same tokens for a seed), finished rows take the next
+        sequences. Returns whether sequences still wait (the run must not stop yet)."""
         nonlocal n_round
         n_round += 1
-        done = ~state.active
-        if not cuda:  # flags arrive at once (or CPU_LAG rounds late: how tests mimic a GPU)
-            due = n_round + CPU_LAG
-            pending.append((n_round, lambda due=due: n_round >= due, done.tolist(), None))
-        else:
-            host = torch.empty(done.shape, dtype=torch.bool, pin_memory=True)
-            host.copy_(done, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            pending.append((n_round, event.query, host, event))
-        seen = None
-        while pending and (wait or pending[0][1]()):
-            seen = pending.pop(0)
-        if seen is None:
-            return [False] * B
-        r, _, flags, event = seen
-        if event is not None:
-            event.synchronize()  # done already unless ``wait``
-        flags = flags if isinstance(flags, list) else flags.tolist()
-        return [bool(f) and r > refilled_at[i] for i, f in enumerate(flags)]
-
-    def refill(state: State, session: CheckedSession, read: bool) -> None:
-        if queue and n_round == 0:
+        if queue and n_round == 1:
             session.check_refill()  # after the first round, not when the first row finishes
-        done = finished_rows(state, read)
-        if not queue or not any(d and slot_of[i] >= 0 for i, d in enumerate(done)):
-            return
+        if not queue or n_round % every:
+            return bool(queue)
+        done = (~state.active).tolist()  # the host waits for the device here
         rows = collect(state, done)[: len(queue)]
         if not rows:
-            return
+            return True
         take = [queue.pop(0) for _ in rows]
         new = rows_of(batch, torch.tensor(take, device=dev))
         # Initial state of the new sequences, with the widest sequence beside them so that k
@@ -145,7 +116,7 @@ def sample_many(
                 dst[idx] = getattr(fresh, f.name)[:R].to(dst.device, dst.dtype)
         for r, i in zip(rows, take):
             slot_of[r] = i
-            refilled_at[r] = n_round
+        return bool(queue)
 
     first = rows_of(batch, torch.tensor(slot_of, device=dev))
     last = None

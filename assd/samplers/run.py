@@ -222,7 +222,7 @@ def rounds(
     sync_free: bool | None = None,
     compile: bool | None = None,
     sync_every: int = 1,
-    between: Callable[[State, CheckedSession, bool], None] | None = None,
+    between: Callable[[State, CheckedSession, bool], bool] | None = None,
 ) -> Iterator[tuple[State, RoundRecord]]:
     """The bare loop: yields the device-side (state, record) after every round, no host copies.
 
@@ -244,6 +244,8 @@ def rounds(
     between: called as between(state, session, read) after every round, before that round's
     host read if it has one (read: it has; the host then waits for the device anyway): it may
     change rows of the state in place (``sample_many`` puts new sequences into finished rows).
+    It returns whether work is still waiting: then the loop goes on even if no row is active
+    (the rows are refilled at a later round).
     """
     if not isinstance(sync_every, int) or sync_every < 1:
         raise ValueError(f"sync_every must be an int >= 1, got {sync_every!r}")
@@ -294,11 +296,10 @@ def rounds(
             with session.sync_free(rows) if static else contextlib.nullcontext():
                 state, rec = sampler.step(state, session, rng)
         read = n_round % sync_every == 0 or graph is None  # eager rounds: every round
-        if between is not None:
-            between(state, session, read)
+        waiting = between is not None and between(state, session, read)
         if read:
             flags = torch.cat([state.active.any()[None], session.round_flags()]).tolist()
-            going = flags[0]  # the round's one host sync
+            going = flags[0] or waiting  # the round's one host sync
             session.raise_if_bad(flags[1:])
         if graph is not None and not going:  # the static buffers serve the next run: a copy
             state = copy_state(state)
