@@ -125,6 +125,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "sequences through B rows, a finished row refilled with the next; keys ending in -c-r)",
     )
     p.add_argument(
+        "--refill-every",
+        type=_ints,
+        default=[],
+        help="with --refill-too: also time refilled runs whose host reads (and refills) come "
+        "every n rounds instead of every 8 on CUDA (keys ending in -c-r<n>)",
+    )
+    p.add_argument(
         "--ablate-reuse",
         action="store_true",
         help="also time the engine recomputing proposal states instead of reusing them",
@@ -295,6 +302,13 @@ def _run_method(model, sampler, batches, device, warm: int | None, opts: dict) -
     if opts.pop("refill", False):  # all sequences at once, B rows refilled as they finish
         parts = [(b.tokens, b.sigma, b.n_prompt, b.length) for b in batches]
         whole = assd.Batch(*(torch.cat(ts) for ts in zip(*parts)))
+        # Warm-up of the refill's own code (its kernels' first launches load them) on the first
+        # two batches' sequences.
+        n = 2 * batches[0].size
+        two = assd.Batch(
+            *(t[:n] for t in (whole.tokens, whole.sigma, whole.n_prompt, whole.length))
+        )
+        assd.sample_many(model, two, sampler, rng(999, device), batch_size=batches[0].size, **opts)
         sync(device)
         t0 = time.perf_counter()
         res = assd.sample_many(
@@ -395,6 +409,9 @@ def methods(args, net, forbidden, head, device, dtype):
             out += variants("-c-nk", "compiled, graphs not kept", {"compile": True, "keep": False})
         if args.refill_too:  # continuous batching: every sequence through B refilled rows
             out += variants("-c-r", "compiled, rows refilled", {"compile": True, "refill": True})
+            for n in args.refill_every:  # refilled (and host reads) every n rounds
+                opts = {"compile": True, "refill": True, "sync_every": n}
+                out += variants(f"-c-r{n}", f"compiled, rows refilled every {n} rounds", opts)
         if args.sync1_too:
             out += variants(
                 "-c-s1", "compiled, host sync every round", {"compile": True, "sync_every": 1}

@@ -53,7 +53,7 @@ def sample_many(
             f"batch_size must be an int >= 1 (rows sampled at once), got {batch_size!r}"
         )
     batch = checked_batch(model, batch)
-    N, B = batch.size, min(batch_size, batch.size)
+    N, B, L = batch.size, min(batch_size, batch.size), batch.tokens.shape[1]
     dev = batch.tokens.device
     every = sync_every if sync_every is not None else (SYNC_EVERY if dev.type == "cuda" else 1)
     # The sequence with the most tokens to generate goes first: the state's proposal width k
@@ -62,63 +62,73 @@ def sample_many(
     widest = int(gen.argmax())
     order = [widest] + [i for i in range(N) if i != widest]
     slot_of = order[:B]  # the sequence each row holds (-1: none)
-    queue = order[B:]
-    results: list[SampleResult | None] = [None] * N
-    n_gen = gen.tolist()
+    n_next = B  # order[n_next:] still wait
+    # Finished rows' results stay on the device until the end (a refill launches a few copies
+    # and never waits for them): tokens and (nfe, rounds, draft_calls) of each sequence.
+    out_tokens = torch.zeros(N, L, dtype=torch.long, device=dev)
+    out_stats = torch.zeros(N, 3, dtype=torch.long, device=dev)
 
-    def collect(state: State, done: list[bool]) -> list[int]:
-        """Results of the rows that finished since the last look; returns those rows."""
-        rows = [r for r in range(B) if done[r] and slot_of[r] >= 0]
-        if rows:
-            idx = torch.tensor(rows, device=state.tokens.device)
-            toks = state.tokens[idx].tolist()
-            nfe, rnd = state.nfe[idx].tolist(), state.rounds[idx].tolist()
-            dc = state.draft_calls[idx].tolist()
-            for j, r in enumerate(rows):
-                i = slot_of[r]
-                results[i] = SampleResult(toks[j], nfe[j], rnd[j], n_gen[i], [], dc[j])
-                slot_of[r] = -1
-        return rows
+    def collect(state: State, rows: list[int]) -> None:
+        """Copy the results of ``rows`` (finished) to their sequences' places."""
+        idx = _indices([rows, [slot_of[r] for r in rows]], dev)
+        out_tokens.index_copy_(0, idx[1], state.tokens.index_select(0, idx[0]).long())
+        stats = torch.stack([state.nfe, state.rounds, state.draft_calls], 1)
+        out_stats.index_copy_(0, idx[1], stats.index_select(0, idx[0]).long())
+        for r in rows:
+            slot_of[r] = -1
 
-    n_round = 0
+    # Initial states of the next sequences, made B at a time (one sampler.init, not one a
+    # refill), with the widest sequence last so that k (and every shape that depends on it)
+    # is the running state's: (first order index covered, state).
+    chunk: list = [0, None]
+    k, n_round = -1, 0  # k: the running state's proposal width
+
+    def initial(first: int, R: int) -> tuple[State, list[int]]:
+        """The initial state holding order[first:first+R] (made if not made yet), its rows."""
+        c0, made = chunk
+        if made is None or first < c0 or first + R > c0 + B:
+            take = order[first : first + B] + [widest]
+            fresh = rows_of(batch, _indices([take], dev)[0])
+            made = sampler.init(fresh, model.forbidden_ids, model.vocab_size)
+            if made.k != k:  # cannot happen: the widest sequence is in both
+                raise RuntimeError(f"refill: proposal width {made.k} != {k}")
+            c0, chunk[:] = first, [first, made]
+        return made, list(range(first - c0, first - c0 + R))
 
     def refill(state: State, session: CheckedSession, read: bool) -> bool:
         """Every ``every`` rounds (where a CUDA-graph run reads the host anyway; the same
         rounds eager, so both give the same tokens for a seed), finished rows take the next
         sequences. Returns whether sequences still wait (the run must not stop yet)."""
-        nonlocal n_round
+        nonlocal n_round, n_next, k
         n_round += 1
-        if queue and n_round == 1:
+        waiting = n_next < N
+        if waiting and n_round == 1:
             session.check_refill()  # after the first round, not when the first row finishes
-        if not queue or n_round % every:
-            return bool(queue)
+            k = state.k
+        if not waiting or n_round % every:
+            return waiting
         done = (~state.active).tolist()  # the host waits for the device here
-        rows = collect(state, done)[: len(queue)]
+        rows = [r for r in range(B) if done[r] and slot_of[r] >= 0]
         if not rows:
             return True
-        take = [queue.pop(0) for _ in rows]
-        new = rows_of(batch, torch.tensor(take, device=dev))
-        # Initial state of the new sequences, with the widest sequence beside them so that k
-        # (and every shape that depends on it) is the running state's.
-        fresh = sampler.init(
-            rows_of(batch, torch.tensor(take + [widest], device=dev)),
-            model.forbidden_ids,
-            model.vocab_size,
-        )
-        if fresh.k != state.k:  # cannot happen: the widest sequence is in both
-            raise RuntimeError(f"refill: proposal width {fresh.k} != {state.k}")
-        idx = torch.tensor(rows, device=state.tokens.device)
-        session.refill(idx, new)
+        collect(state, rows)
+        rows = rows[: N - n_next]
         R = len(rows)
+        fresh, sel = initial(n_next, R)
+        seqs = order[n_next : n_next + R]
+        n_next += R
+        idx = _indices([rows, sel, seqs], dev)
+        session.refill(idx[0], rows_of(batch, idx[2]))
         for f in fields(state):
             dst = getattr(state, f.name)
             if isinstance(dst, torch.Tensor):
-                dst[idx] = getattr(fresh, f.name)[:R].to(dst.device, dst.dtype)
-        for r, i in zip(rows, take):
+                src = getattr(fresh, f.name).index_select(0, idx[1])
+                dst.index_copy_(0, idx[0], src.to(dst.device, dst.dtype))
+        for r, i in zip(rows, seqs):
             slot_of[r] = i
-        return bool(queue)
+        return n_next < N
 
-    first = rows_of(batch, torch.tensor(slot_of, device=dev))
+    first = rows_of(batch, _indices([slot_of], dev)[0])
     last = None
     run = rounds(
         model,
@@ -132,9 +142,18 @@ def sample_many(
     )
     for state, _ in run:
         last = state
-    if last is not None:  # rows that finished in the last rounds
-        collect(last, (~last.active).tolist())
-    missing = [i for i, r in enumerate(results) if r is None]
-    if missing:  # cannot happen: every sequence was put into a row and ran until done
-        raise RuntimeError(f"sample_many: no result for rows {missing[:5]}")
-    return results  # type: ignore[return-value]
+    held = [r for r in range(B) if slot_of[r] >= 0]
+    if last is not None and held:  # rows that finished in the last rounds
+        collect(last, held)
+    if n_next < N:  # cannot happen: every sequence was put into a row and ran until done
+        raise RuntimeError(f"sample_many: {N - n_next} sequences never got a row")
+    toks, stats, n_gen = out_tokens.tolist(), out_stats.tolist(), gen.tolist()
+    return [
+        SampleResult(toks[i], nfe, rnd, n_gen[i], [], dc) for i, (nfe, rnd, dc) in enumerate(stats)
+    ]
+
+
+def _indices(lists: list[list[int]], device: torch.device) -> torch.Tensor:
+    """Equal-length index lists -> a long tensor [len(lists), R] on ``device``, copied without
+    waiting for the device (a pageable source is staged at once)."""
+    return torch.tensor(lists, dtype=torch.long).to(device, non_blocking=True)
