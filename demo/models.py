@@ -193,7 +193,7 @@ def calibrate_in_background(lm: assd.Loaded, label: str, temperature: float = 1.
     must not share the cores with it: both timings would suffer); a model loaded later is
     calibrated in the background while its first runs are served at once with a provisional
     form (``demo.run.exact_sampler``), the page saying so.
-    Temperature 1.0: the page's default; other temperatures are calibrated on first use."""
+    Temperature 1.0: the page's default; other temperatures use the form measured at 1.0."""
 
     def work() -> None:
         t0 = time.perf_counter()

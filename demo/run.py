@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -79,10 +79,20 @@ def exact_sampler(
     kind: str, model, k: int, temperature: float, wait: bool = True
 ) -> tuple[object, str, str]:
     """-> (sampler, its display name, lane kind). ``wait=False``: while "fastest" is still being
-    measured (in the background), a provisional form instead of waiting for the measurement."""
+    measured (in the background), a provisional form instead of waiting for the measurement.
+    "fastest" at a temperature other than the page's default 1.0 is never measured inside a
+    request (a calibration takes half a minute on a 2-core CPU): the form measured at 1.0 is
+    used at the request's temperature (still exact: only the speed could differ)."""
     if kind == "fastest":
         # The fastest speculative form: the page compares it with sequential decoding itself.
-        s = assd.fastest(model, temperature=temperature, speculative=True, wait=wait)
+        default = temperature == 1.0
+        s = assd.fastest(model, temperature=temperature, speculative=True, wait=wait and default)
+        if s is None and not default:
+            s = assd.fastest(model, speculative=True, wait=wait)
+            if s is not None and "temperature" in {f.name for f in fields(s)}:
+                s = replace(s, temperature=temperature)
+                return s, f"fastest ASSD: {s.name} (the form measured at temperature 1)", "assd"
+            s = None
         if s is None:
             s = provisional(model, temperature)
             return s, f"ASSD: {s.name} (the fastest form is still being measured)", "assd"

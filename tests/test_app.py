@@ -198,6 +198,10 @@ def test_a_run_during_the_calibration_is_served_at_once_with_a_provisional_form(
     assert assd.fastest(toy) == assd.ASSD(3, one_call=True)  # measured (here: faked) ...
     s, title, _ = run_module.exact_sampler("fastest", toy, 5, 1.0, wait=False)
     assert s == assd.ASSD(3, one_call=True) and title.startswith("fastest ASSD")  # ... then used
+    # Another temperature is never measured inside a request: the form measured at 1.0 is used
+    monkeypatch.setattr(auto, "calibrate", lambda m, temperature=1.0: pytest.fail("measured"))
+    s, title, _ = run_module.exact_sampler("fastest", toy, 5, 0.8, wait=True)
+    assert s == assd.ASSD(3, one_call=True, temperature=0.8) and "temperature 1" in title
 
 
 def test_model_cache_reports_load_failures_as_messages():
