@@ -42,7 +42,8 @@ def sample_many(
     time: a finished row takes the next sequence. One :class:`SampleResult` per row of
     ``batch``, in its order (``rounds`` counts the sequence's own rounds; traces are empty).
 
-    sync_every: rounds between the host's reads of "is any row active?" (default: as in
+    sync_every: rows are refilled every this many rounds, where CUDA-graph rounds read the host
+    (eager rounds read it every round) (default: as in
     :func:`assd.sample`: 8 on CUDA, 1 elsewhere). Finished rows are refilled at those reads
     only (the host then waits for the device anyway), in CUDA-graph and eager runs alike, so
     the tokens for a seed do not depend on how far the host runs ahead of the device; a
