@@ -42,12 +42,11 @@ def sample_many(
     time: a finished row takes the next sequence. One :class:`SampleResult` per row of
     ``batch``, in its order (``rounds`` counts the sequence's own rounds; traces are empty).
 
-    sync_every: rows are refilled every this many rounds, where CUDA-graph rounds read the host
-    (eager rounds read it every round) (default: as in
-    :func:`assd.sample`: 8 on CUDA, 1 elsewhere). Finished rows are refilled at those reads
-    only (the host then waits for the device anyway), in CUDA-graph and eager runs alike, so
-    the tokens for a seed do not depend on how far the host runs ahead of the device; a
-    finished row idles until the next read (on average about sync_every / 2 rounds).
+    sync_every: finished rows are refilled every this many rounds only (default: as in
+    :func:`assd.sample`: 8 on CUDA, 1 elsewhere), where CUDA-graph rounds read the host anyway
+    (eager rounds read it every round but refill at the same rounds), so the tokens for a seed
+    do not depend on how far the host runs ahead of the device; a finished row idles until the
+    next refill (on average about sync_every / 2 rounds).
     graphs, compile: as in :func:`assd.sample` (whole rounds replayed as CUDA graphs; compiled).
     The backend must support ``Session.refill`` (the engine, the reference and the toy do).
     """
@@ -85,30 +84,29 @@ def sample_many(
     # refill), with the widest sequence last so that k (and every shape that depends on it)
     # is the running state's: (first order index covered, state).
     chunk: list = [0, None]
-    k, n_round = -1, 0  # k: the running state's proposal width
+    n_round = 0
 
-    def initial(first: int, R: int) -> tuple[State, list[int]]:
-        """The initial state holding order[first:first+R] (made if not made yet), its rows."""
-        c0, made = chunk
-        if made is None or first < c0 or first + R > c0 + B:
+    def initial(first: int, R: int, k: int) -> tuple[State, list[int]]:
+        """The initial state holding order[first:first+R] (made if not made yet), its rows.
+        (``first`` only grows, so a chunk made at c0 serves until it runs out.)"""
+        if chunk[1] is None or first + R > chunk[0] + B:
             take = order[first : first + B] + [widest]
             fresh = rows_of(batch, _indices([take], dev)[0])
-            made = sampler.init(fresh, model.forbidden_ids, model.vocab_size)
-            if made.k != k:  # cannot happen: the widest sequence is in both
-                raise RuntimeError(f"refill: proposal width {made.k} != {k}")
-            c0, chunk[:] = first, [first, made]
+            chunk[:] = [first, sampler.init(fresh, model.forbidden_ids, model.vocab_size)]
+            if chunk[1].k != k:  # cannot happen: the widest sequence is in both
+                raise RuntimeError(f"refill: proposal width {chunk[1].k} != {k}")
+        c0, made = chunk
         return made, list(range(first - c0, first - c0 + R))
 
     def refill(state: State, session: CheckedSession, read: bool) -> bool:
         """Every ``every`` rounds (where a CUDA-graph run reads the host anyway; the same
         rounds eager, so both give the same tokens for a seed), finished rows take the next
         sequences. Returns whether sequences still wait (the run must not stop yet)."""
-        nonlocal n_round, n_next, k
+        nonlocal n_round, n_next
         n_round += 1
         waiting = n_next < N
         if waiting and n_round == 1:
             session.check_refill()  # after the first round, not when the first row finishes
-            k = state.k
         if not waiting or n_round % every:
             return waiting
         done = (~state.active).tolist()  # the host waits for the device here
@@ -118,7 +116,7 @@ def sample_many(
         collect(state, rows)
         rows = rows[: N - n_next]
         R = len(rows)
-        fresh, sel = initial(n_next, R)
+        fresh, sel = initial(n_next, R, state.k)
         seqs = order[n_next : n_next + R]
         n_next += R
         idx = _indices([rows, sel, seqs], dev)
