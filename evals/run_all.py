@@ -490,8 +490,32 @@ def run_ablations(args, cfg, lm, out: Path, dist) -> dict | None:
     return res
 
 
+# Modules an eval needs beyond the library's own: checked before any model loads, so that a
+# machine without them stops at once with the fix instead of failing every item in turn.
+REQUIRES = {"prose": {"rouge_score": "rouge-score"}}
+
+
+def check_requirements(evals) -> None:
+    """Raise ``SystemExit`` naming every missing module of ``evals`` and its pip package."""
+    import importlib.util
+
+    missing = {
+        pkg: ev
+        for ev in evals
+        for mod, pkg in REQUIRES.get(ev, {}).items()
+        if importlib.util.find_spec(mod) is None
+    }
+    if missing:
+        need = ", ".join(f"{pkg} (for --evals {ev})" for pkg, ev in missing.items())
+        raise SystemExit(
+            f"run_all: missing {need}; install with `pip install {' '.join(missing)}` "
+            "(or `pip install -e '.[evals]'`), or leave those evals out of --evals"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    check_requirements(args.evals)
     dist = distributed.init()
     if args.threads is not None:
         import torch

@@ -198,3 +198,22 @@ def test_two_processes_shard_and_merge_to_the_single_process_result(
     assert not list((tmp_path / "two").glob("*.rank*.jsonl"))  # shards merged away
     res = json.loads((tmp_path / "two" / "results.json").read_text())
     assert res["config"]["processes"] == 2 and res["code"]["summary"]
+
+
+def test_missing_eval_dependency_stops_before_any_model_loads(monkeypatch):
+    """A machine without rouge-score must stop at once with the fix, not fail every story."""
+    import importlib.util
+
+    from evals import run_all
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "rouge_score" else real(name, *a),
+    )
+    with pytest.raises(
+        SystemExit, match=r"rouge-score \(for --evals prose\).*pip install rouge-score"
+    ):
+        run_all.main(["--evals", "spec,prose", "--model", "/nonexistent-model-dir"])
+    run_all.check_requirements(["spec", "code"])  # nothing missing for these
