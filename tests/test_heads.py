@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -328,6 +330,20 @@ def test_train_head_learns_and_installs_beside_the_target(tmp_path):
     )
     assert summary["val_acceptance"] > first["val_acceptance"] + 0.05
     assert len(summary["val_by_distance"]) == 4  # distances 0..k
+    # --init-head with --max-steps 0 evaluates a saved head as it is (the int8 file, so close to
+    # the float head's figure, not equal); a head of another vocabulary is refused by name
+    common = [str(tmp_path / "target"), "--data", str(tmp_path / "train.txt"), "--seq-len", "32"]
+    common += ["--batch-size", "8", "--eval-chunks", "8", "--k", "3", "--device", "cpu"]
+    again = train_head(
+        [*common, "--init-head", str(tmp_path / "head"), "--max-steps", "0", "--no-progress"]
+        + ["--out", str(tmp_path / "head_eval")]
+    )
+    assert again["steps"] == 0
+    assert abs(again["val_acceptance"] - summary["val_acceptance"]) < 0.02
+    assert again["val_acceptance"] > first["val_acceptance"] + 0.04
+    PROSE = Path(assd.__file__).parent / "pretrained" / "prose"
+    with pytest.raises(SystemExit, match="--init-head .*vocab 8192; the target has"):
+        train_head([*common, "--init-head", str(PROSE), "--max-steps", "0"])
     lm = assd.load(str(tmp_path / "target"), device="cpu")
     assert lm.model.has_draft_head
     batch = make_batch(torch.randint(6, 300, (24,)), torch.arange(24), 4)

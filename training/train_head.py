@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from assd.heads import CONFIG_FILE, WEIGHTS_FILE, DraftHead, HeadConfig
+from assd.heads import CONFIG_FILE, WEIGHTS_FILE, DraftHead, HeadConfig, load_head
 from assd.loading import load
 from assd.probs import forbidden_bias
 
@@ -56,6 +56,12 @@ def parse(argv=None) -> argparse.Namespace:
     a("--k", type=int, default=5, help="largest distance d (the sampler's proposals per round)")
     a("--d-inner", type=int, default=None, help="FFN width (default 2 x d_model)")
     a("--n-layer", type=int, default=1)
+    a(
+        "--init-head",
+        default=None,
+        help="start from the head saved in this folder (e.g. the head of the model the target "
+        "was fine-tuned from); its shape is used and --d-inner/--n-layer are ignored",
+    )
     a("--lr", type=float, default=1e-3)
     a("--warmup-steps", type=int, default=100)
     a("--max-steps", type=int, default=100_000)
@@ -158,7 +164,19 @@ def main(argv=None) -> dict:
         clamp_len=int(net.config.clamp_len),
         eps=float(net.config.layer_norm_eps),
     )
-    head = DraftHead(hc).to(device)
+    if cfg.init_head:
+        head = load_head(cfg.init_head, device=device)
+        if head is None:
+            raise SystemExit(f"--init-head {cfg.init_head}: no draft head (draft_head.json) there")
+        if (head.config.d_model, head.config.vocab_size) != (d, V):
+            raise SystemExit(
+                f"--init-head {cfg.init_head}: a head for d_model {head.config.d_model}, vocab "
+                f"{head.config.vocab_size}; the target has d_model {d}, vocab {V}"
+            )
+        hc = head.config
+        head.requires_grad_(True).train()
+    else:
+        head = DraftHead(hc).to(device)
     n_params = sum(p.numel() for p in head.parameters())
     print(f"head: {n_params / 1e6:.2f} M parameters ({hc})")
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -197,6 +215,10 @@ def main(argv=None) -> dict:
     writer.writeheader()
     bar = tqdm(total=max_steps, disable=not cfg.progress, desc="head")
     step, ev, t_probe = 0, {}, time.time()
+    if max_steps == 0:  # --max-steps 0: evaluate the (initial) head only
+        ev = evaluate()
+        print(json.dumps({"step": 0, "val_acceptance": round(ev["acceptance"], 4)}), flush=True)
+    loss = torch.zeros(())
     while step < max_steps:
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, max_steps)
         for group in opt.param_groups:
@@ -265,7 +287,7 @@ def main(argv=None) -> dict:
         for f in (WEIGHTS_FILE, CONFIG_FILE):
             shutil.copy(out / f, Path(cfg.target) / f)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
-    if not math.isfinite(float(loss)):
+    if not math.isfinite(float(loss.detach())):
         raise SystemExit("the head's loss is not finite")
     return summary
 

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Fine-tune the embedded prose model towards narration (training.narrative's passages mixed with
-# general Wikipedia), then evaluate it and the shipped model on the same GPU machine: the
-# training validation protocol (wiki_valid, first 256 chunks) and ROCStories (run_all prose).
-#   STEPS=shipped,train,story bash training/scripts/story_finetune.sh WORK PACK MAX_TIME_S [train flags]
-# Data: NARR (default .carry/wiki_narrative.jsonl.xz, from python -m training.narrative) and,
-# under G (default .carry_g/), wiki_general.jsonl.xz (general articles of the training shards),
-# wiki_valid.jsonl.xz and cloze_test_val__spring2016.csv: two folders so that a GPU call's
-# 64 MiB carry can stage them in consecutive calls. NARR_COPIES (default 2): how many times
-# the narrative passages enter the mixture.
+# general Wikipedia), distil its draft head, and evaluate it beside the shipped model:
+#   STEPS=shipped,train,head,story bash training/scripts/story_finetune.sh WORK PACK MAX_TIME_S [train flags]
+# shipped / story: ROCStories (run_all prose; needs rouge-score: `python3 -m pip install` its
+# wheels first); train: the fine-tune (training's validation protocol on wiki_valid); head: a
+# draft head for the result, installed beside it (HEAD_TIME seconds, default 330).
+# Data, made here before the GPU calls (three folders, so that consecutive calls can stage
+# them within a call's 64 MiB carry):
+#   python -m training.narrative ../shared/data/text/wiki_train_full_0?.jsonl.xz --out .carry/wiki_narrative.jsonl.xz
+#   xzcat ../shared/data/text/wiki_train_full_00.jsonl.xz | head -3000 | xz > .carry_g/wiki_general.jsonl.xz
+#   cp ../shared/data/text/wiki_valid.jsonl.xz ../shared/data/eval/rocstories/cloze_test_val__spring2016.csv .carry_g/
+#   (xzcat .carry_g/wiki_general.jsonl.xz; xzcat .carry/wiki_narrative.jsonl.xz | head -12000) | xz > .carry_h/head_data.jsonl.xz
+# The shipped prose model (round 11) is this script's train step with NARR_COPIES=1 and
+# MAX_TIME_S 220, then the head step (run from a copy of the model under .carry_h/).
 set -uo pipefail
 W=${1:?work dir}; PACK=${2:?pack dir}; T=${3:-240}; shift 3 || shift $#
 G=${G:-.carry_g}; NARR=${NARR:-.carry/wiki_narrative.jsonl.xz}; PY=${PYTHON:-python3}
-N=${NARR_COPIES:-2}; STEPS=${STEPS:-shipped,train,story}
+N=${NARR_COPIES:-2}; STEPS=${STEPS:-shipped,train,head,story}
+HEAD_DATA=${HEAD_DATA:-.carry_h/head_data.jsonl.xz}
 mkdir -p "$W" "$PACK"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=true PYTHONUNBUFFERED=1
 mix=$(for _ in $(seq "$N"); do printf '%s,' "$NARR"; done)"$G/wiki_general.jsonl.xz"
@@ -34,6 +40,13 @@ if has train; then
   cp "$W/story.log" "$W/story/train.log"
   tar -C "$W" -cf "$PACK/story.tar" story/metrics.csv story/summary.json story/config.json \
     story/train.log story/model
+fi
+if has head; then
+  $PY -m training.train_head "$W/story/model" --data "$HEAD_DATA" --val-data "$G/wiki_valid.jsonl.xz" \
+    --max-time "${HEAD_TIME:-330}" --lr 2e-3 --batch-size 64 --out "$W/head" --install --no-progress \
+    > "$W/head.log" 2>&1
+  echo "== head (exit $?)"; grep -v -i warn "$W/head.log" | tail -n 2
+  cp "$W/head.log" "$W/head/"; tar -C "$W" -cf "$PACK/head.tar" head
 fi
 if has story; then
   $PY evals/run_all.py --model "$W/story/model" "${roc[@]}" --run-id story > "$W/eval_story.log" 2>&1
