@@ -16,6 +16,7 @@ from .orders import (
 )
 from .samplers import (
     ASSD,
+    CalibrationCancelled,
     MeanField,
     RoundEvent,
     RoundTrace,
@@ -58,6 +59,7 @@ __all__ = [
     "sample",
     "sample_many",
     "fastest",
+    "CalibrationCancelled",
     "log_likelihood",
     # one-line infill
     "infill",

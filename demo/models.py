@@ -110,7 +110,8 @@ class ModelCache:
             self._models[key] = self._load(name, revision)
             evicted = False
             while len(self._models) > self.maxsize:
-                self._models.popitem(last=False)
+                _, old = self._models.popitem(last=False)
+                self._stop_calibration(old.model)  # else it keeps the model alive until done
                 evicted = True
             if evicted:
                 free_memory()
@@ -118,7 +119,13 @@ class ModelCache:
 
     def calibration(self, model) -> threading.Thread | None:
         """The background calibration of ``model`` started when it loaded (None: none)."""
-        return self._calibrations.get(model)
+        entry = self._calibrations.get(model)
+        return entry[0] if entry else None
+
+    def _stop_calibration(self, model) -> None:
+        entry = self._calibrations.get(model)
+        if entry:
+            entry[1].set()
 
     def calibrating(self, model) -> bool:
         """Is ``assd.fastest`` still being measured for ``model`` in the background?"""
@@ -127,6 +134,8 @@ class ModelCache:
 
     def clear(self) -> None:
         with self._lock:
+            for lm in self._models.values():
+                self._stop_calibration(lm.model)
             self._models.clear()
         free_memory()
 
@@ -148,7 +157,9 @@ class ModelCache:
             raise DemoError(load_message(name, revision, e)) from e
         warm_up(lm)
         if self.calibrate:
-            self._calibrations[lm.model] = calibrate_in_background(lm, spec_of(name, revision))
+            cancel = threading.Event()
+            thread = calibrate_in_background(lm, spec_of(name, revision), cancel=cancel)
+            self._calibrations[lm.model] = (thread, cancel)
         return lm
 
 
@@ -184,7 +195,9 @@ def warm_up(lm: assd.Loaded) -> None:
         pass
 
 
-def calibrate_in_background(lm: assd.Loaded, label: str, temperature: float = 1.0):
+def calibrate_in_background(
+    lm: assd.Loaded, label: str, temperature: float = 1.0, cancel: threading.Event | None = None
+):
     """Start measuring ``assd.fastest`` for this model now, in a daemon thread.
 
     Why: the page's default lane is "fastest ASSD", and the first run that needs it would
@@ -193,12 +206,17 @@ def calibrate_in_background(lm: assd.Loaded, label: str, temperature: float = 1.
     must not share the cores with it: both timings would suffer); a model loaded later is
     calibrated in the background while its first runs are served at once with a provisional
     form (``demo.run.exact_sampler``), the page saying so.
-    Temperature 1.0: the page's default; other temperatures use the form measured at 1.0."""
+    Temperature 1.0: the page's default; other temperatures use the form measured at 1.0.
+    ``cancel``: set it to stop the measurement after its current run (the cache does when it
+    drops the model, so that the thread does not keep a dropped model in memory)."""
 
     def work() -> None:
         t0 = time.perf_counter()
         try:
-            s = assd.fastest(lm.model, temperature=temperature, speculative=True)
+            s = assd.fastest(lm.model, temperature=temperature, speculative=True, cancel=cancel)
+        except assd.CalibrationCancelled:
+            print(f"{label}: calibration stopped (the model was dropped)", flush=True)
+            return
         except Exception as e:  # best effort: the first run then calibrates and explains
             log.warning("calibrating %s failed: %s", label, e)
             return

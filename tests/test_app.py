@@ -160,7 +160,7 @@ def test_a_calibrating_cache_measures_fastest_in_the_background_as_a_model_loads
 
     calls = []
 
-    def fake_calibrate(model, temperature=1.0):
+    def fake_calibrate(model, temperature=1.0, cancel=None):
         calls.append((model, temperature))
         return [{"sampler": assd.Sequential(temperature), "seconds_per_token": 1.0, "runs": [1.0]}]
 
@@ -179,6 +179,47 @@ def test_a_calibrating_cache_measures_fastest_in_the_background_as_a_model_loads
     assd.fastest(toy, speculative=True)  # a visitor's first run: the result is already there
     assert len(calls) == 1
     assert not ModelCache(loader=lambda *a: None).calibrate, "off unless asked for"
+
+
+def test_a_model_dropped_from_the_cache_stops_its_calibration_and_is_freed(monkeypatch):
+    """Evicting a model mid-calibration must not keep it alive until the measurement ends."""
+    import gc
+    import weakref
+
+    from assd.backends.toy import ToyASARM
+    from assd.samplers import auto
+
+    started = []
+
+    def endless_calibrate(model, temperature=1.0, cancel=None):
+        started.append(model)
+        assert cancel is not None and cancel.wait(30), "the cache never cancelled it"
+        raise auto.CalibrationCancelled("cancelled")
+
+    monkeypatch.setattr(auto, "calibrate", endless_calibrate)
+    toys = {"./a": ToyASARM(4, 12, seed=5), "./b": ToyASARM(4, 12, seed=6)}
+    cache = ModelCache(
+        loader=lambda name, revision=None: assd.Loaded(toys[name], None, name, revision),
+        hub_reachable=lambda: True,
+        allow_any=True,
+        calibrate=True,
+        maxsize=1,
+    )
+    cache.get("./a")
+    first = cache.calibration(toys["./a"])
+    assert first.is_alive()
+    gone = weakref.ref(toys.pop("./a"))
+    cache.get("./b")  # evicts ./a
+    first.join(timeout=10)
+    assert not first.is_alive(), "the evicted model's calibration went on"
+    started.clear()
+    gc.collect()
+    assert gone() is None, "the evicted model is still referenced"
+    assert assd.fastest(toys["./b"], wait=False) is None
+    second = cache.calibration(toys["./b"])
+    cache.clear()  # stops the rest too
+    second.join(timeout=10)
+    assert not second.is_alive()
 
 
 def test_a_run_during_the_calibration_is_served_at_once_with_a_provisional_form(monkeypatch):

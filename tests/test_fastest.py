@@ -130,3 +130,31 @@ def test_calibration_drops_a_clearly_slower_candidate_after_one_timed_pass(monke
     assert len(by_name[slow]["runs"]) == 1, "timed once, then dropped"
     assert ranked[-1]["sampler"] == slow
     assert len(by_name[assd.Sequential()]["runs"]) == auto.REPEATS
+
+
+def test_a_cancelled_calibration_stops_between_runs_and_caches_nothing(monkeypatch):
+    import threading
+
+    import pytest
+
+    from assd.samplers import run
+
+    toy = ToyASARM(4, 10, seed=7)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(assd.CalibrationCancelled):
+        auto.calibrate(toy, cancel=cancel)  # set before: not one run
+    real, calls = run.sample, []
+
+    def counting(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            cancel.set()
+        return real(*a, **k)
+
+    cancel.clear()
+    monkeypatch.setattr(run, "sample", counting)
+    with pytest.raises(assd.CalibrationCancelled):
+        assd.fastest(toy, cancel=cancel)
+    assert len(calls) == 3, "runs went on after the event was set"
+    assert assd.fastest(toy, wait=False) is None, "a cancelled calibration must cache nothing"

@@ -1,6 +1,6 @@
 """Exact samplers over the ``assd.model`` protocol (they know nothing of XLNet)."""
 
-from .auto import fastest
+from .auto import CalibrationCancelled, fastest
 from .many import sample_many
 from .result import RoundTrace, SampleResult
 from .run import RoundEvent, Sampler, generate, rounds, sample
@@ -20,4 +20,5 @@ __all__ = [
     "sample",
     "sample_many",
     "fastest",
+    "CalibrationCancelled",
 ]

@@ -47,6 +47,10 @@ REPEATS = 3
 PRUNE = 1.3  # dropped after the first timed pass if beyond this times its kind's fastest
 
 
+class CalibrationCancelled(RuntimeError):
+    """A calibration stopped because its ``cancel`` event was set (nothing is cached)."""
+
+
 def candidates(model, temperature: float = 1.0) -> list:
     """Exact samplers worth timing for ``model`` (Sequential first)."""
     t = temperature
@@ -66,10 +70,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.current_stream(device).synchronize()
 
 
-def calibrate(model, temperature: float = 1.0, length: int = 128, seed: int = 0) -> list[dict]:
+def calibrate(
+    model,
+    temperature: float = 1.0,
+    length: int = 128,
+    seed: int = 0,
+    cancel: threading.Event | None = None,
+) -> list[dict]:
     """Time every candidate on a text the model wrote itself; returns one dict per candidate
-    (sampler, seconds per token), fastest first."""
+    (sampler, seconds per token), fastest first. ``cancel`` is checked before every run (the
+    calibration text's included): once set, :class:`CalibrationCancelled` is raised, so that a
+    caller dropping the model does not keep it alive for the rest of a measurement."""
     from .run import sample  # here: run imports this package
+
+    def check() -> None:
+        if cancel is not None and cancel.is_set():
+            raise CalibrationCancelled("calibration cancelled")
+
+    check()
 
     dev = model.device
     L = min(length, model.max_length or length)
@@ -99,6 +117,7 @@ def calibrate(model, temperature: float = 1.0, length: int = 128, seed: int = 0)
     warm = batch if shaped else make_batch(torch.tensor(text[:W]), torch.arange(W), 1)
 
     def timed(s, rep: int, problem=batch) -> float:
+        check()
         _sync(dev)
         t0 = time.perf_counter()
         r = sample(model, problem, s, torch.Generator(dev).manual_seed(seed + rep), trace=False)
@@ -136,6 +155,7 @@ def fastest(
     speculative: bool = False,
     calibration: list[dict] | None = None,
     wait: bool = True,
+    cancel: threading.Event | None = None,
 ):
     """An exact sampler: the fastest of :func:`candidates` for ``model`` on its device, measured
     once (seconds on a CPU) and cached. Sequential decoding unless a speculative form is at least
@@ -145,7 +165,8 @@ def fastest(
     wait for a measurement under way); None until a result is cached (a server calibrating in
     the background serves its first requests meanwhile). On a model loaded with
     ``compile=True`` every candidate is compiled for the calibration shape first (about a
-    minute or two on a GPU, once per process)."""
+    minute or two on a GPU, once per process). ``cancel``: an event that stops a measurement
+    between two timed runs (:class:`CalibrationCancelled`; e.g. a server dropping the model)."""
     key = (str(model.device), float(temperature), getattr(model, "compile_rounds", False))
     ranked = calibration or _cached(model, key)
     if ranked is None and not wait:
@@ -154,7 +175,8 @@ def fastest(
         with _CALIBRATING:  # one measurement at a time; a second caller uses the first's result
             ranked = _cached(model, key)
             if ranked is None:
-                ranked = calibrate(model, temperature)
+                extra = {"cancel": cancel} if cancel is not None else {}
+                ranked = calibrate(model, temperature, **extra)
                 with _LOCK:
                     _CACHE.setdefault(model, {})[key] = ranked
     spec = [d for d in ranked if not isinstance(d["sampler"], Sequential)]
