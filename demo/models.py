@@ -128,9 +128,11 @@ class ModelCache:
             entry[1].set()
 
     def calibrating(self, model) -> bool:
-        """Is ``assd.fastest`` still being measured for ``model`` in the background?"""
-        t = self.calibration(model)
-        return t is not None and t.is_alive()
+        """Is ``assd.fastest`` still being measured for ``model`` in the background? Also True
+        once its calibration was cancelled (the model was dropped): a run still holding it must
+        use the provisional form rather than measure a dropped model inside the request."""
+        entry = self._calibrations.get(model)
+        return entry is not None and (entry[0].is_alive() or entry[1].is_set())
 
     def clear(self) -> None:
         with self._lock:
@@ -210,15 +212,24 @@ def calibrate_in_background(
     ``cancel``: set it to stop the measurement after its current run (the cache does when it
     drops the model, so that the thread does not keep a dropped model in memory)."""
 
+    holder = [lm]  # the thread's only reference to the model, dropped when it is cancelled
+    del lm
+
     def work() -> None:
-        t0 = time.perf_counter()
+        t0, cancelled = time.perf_counter(), False
         try:
-            s = assd.fastest(lm.model, temperature=temperature, speculative=True, cancel=cancel)
+            s = assd.fastest(
+                holder[0].model, temperature=temperature, speculative=True, cancel=cancel
+            )
         except assd.CalibrationCancelled:
-            print(f"{label}: calibration stopped (the model was dropped)", flush=True)
-            return
+            cancelled = True  # leave the except block first: its traceback holds the model
         except Exception as e:  # best effort: the first run then calibrates and explains
             log.warning("calibrating %s failed: %s", label, e)
+            return
+        if cancelled:
+            holder.clear()
+            free_memory()  # the dropped model's memory now, not at some later collection
+            print(f"{label}: calibration stopped (the model was dropped)", flush=True)
             return
         took = time.perf_counter() - t0
         print(f"{label}: fastest ASSD is {s.name} (calibrated in {took:.1f} s)", flush=True)

@@ -492,21 +492,24 @@ def run_ablations(args, cfg, lm, out: Path, dist) -> dict | None:
 
 # Modules an eval needs beyond the library's own: checked before any model loads, so that a
 # machine without them stops at once with the fix instead of failing every item in turn.
-REQUIRES = {"prose": {"rouge_score": "rouge-score"}}
+REQUIRES = {"prose": {"rouge_score.rouge_scorer": "rouge-score"}}
 
 
 def check_requirements(evals) -> None:
-    """Raise ``SystemExit`` naming every missing module of ``evals`` and its pip package."""
-    import importlib.util
+    """Raise ``SystemExit`` naming every module of ``evals`` that does not import, and its pip
+    package. Imported, not just found: a package whose own dependencies are missing (rouge-score
+    without nltk or absl-py) would otherwise pass here and fail every item."""
+    import importlib
 
-    missing = {
-        pkg: ev
-        for ev in evals
-        for mod, pkg in REQUIRES.get(ev, {}).items()
-        if importlib.util.find_spec(mod) is None
-    }
+    missing: dict[str, tuple[str, str]] = {}
+    for ev in evals:
+        for mod, pkg in REQUIRES.get(ev, {}).items():
+            try:
+                importlib.import_module(mod)
+            except ImportError as e:
+                missing.setdefault(pkg, (ev, str(e)))
     if missing:
-        need = ", ".join(f"{pkg} (for --evals {ev})" for pkg, ev in missing.items())
+        need = ", ".join(f"{pkg} (for --evals {ev}: {why})" for pkg, (ev, why) in missing.items())
         raise SystemExit(
             f"run_all: missing {need}; install with `pip install {' '.join(missing)}` "
             "(or `pip install -e '.[evals]'`), or leave those evals out of --evals"

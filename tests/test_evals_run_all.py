@@ -201,19 +201,24 @@ def test_two_processes_shard_and_merge_to_the_single_process_result(
 
 
 def test_missing_eval_dependency_stops_before_any_model_loads(monkeypatch):
-    """A machine without rouge-score must stop at once with the fix, not fail every story."""
-    import importlib.util
+    """A machine without rouge-score (or with it but not its own dependencies) must stop at
+    once with the fix, not fail every story."""
+    import importlib
 
     from evals import run_all
 
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "rouge_score" else real(name, *a),
-    )
+    pytest.importorskip("rouge_score.rouge_scorer")
+    run_all.check_requirements(["spec", "prose", "code"])  # all there: passes
+    real = importlib.import_module
+
+    def no_nltk(name, *a):
+        if name == "rouge_score.rouge_scorer":
+            raise ModuleNotFoundError("No module named 'nltk'")
+        return real(name, *a)
+
+    monkeypatch.setattr(importlib, "import_module", no_nltk)
     with pytest.raises(
-        SystemExit, match=r"rouge-score \(for --evals prose\).*pip install rouge-score"
+        SystemExit, match=r"rouge-score \(for --evals prose: No module named 'nltk'\).*pip install"
     ):
         run_all.main(["--evals", "spec,prose", "--model", "/nonexistent-model-dir"])
-    run_all.check_requirements(["spec", "code"])  # nothing missing for these
+    run_all.check_requirements(["spec", "code"])  # these need nothing beyond the library

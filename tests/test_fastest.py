@@ -158,3 +158,29 @@ def test_a_cancelled_calibration_stops_between_runs_and_caches_nothing(monkeypat
         assd.fastest(toy, cancel=cancel)
     assert len(calls) == 3, "runs went on after the event was set"
     assert assd.fastest(toy, wait=False) is None, "a cancelled calibration must cache nothing"
+
+
+def test_a_calibration_queued_behind_another_stops_when_cancelled():
+    """A dropped model must not wait (in memory) for another model's whole calibration."""
+    import threading
+
+    toy = ToyASARM(4, 10, seed=8)
+    cancel, outcome = threading.Event(), []
+
+    def queued():
+        try:
+            assd.fastest(toy, cancel=cancel)
+            outcome.append("measured")
+        except assd.CalibrationCancelled:
+            outcome.append("cancelled")
+
+    with auto._CALIBRATING:  # another model's calibration holds the lock
+        t = threading.Thread(target=queued)
+        t.start()
+        t.join(timeout=0.5)
+        assert t.is_alive(), "it must queue while another calibration runs"
+        cancel.set()
+        t.join(timeout=5)
+        assert not t.is_alive() and outcome == ["cancelled"]
+    assert auto._CALIBRATING.acquire(timeout=1)  # the lock is free again
+    auto._CALIBRATING.release()

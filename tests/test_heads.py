@@ -341,8 +341,20 @@ def test_train_head_learns_and_installs_beside_the_target(tmp_path):
     assert again["steps"] == 0
     assert abs(again["val_acceptance"] - summary["val_acceptance"]) < 0.02
     assert again["val_acceptance"] > first["val_acceptance"] + 0.04
+    assert (
+        (tmp_path / "head_eval" / "head_metrics.csv").read_text().splitlines()[1].startswith("0,")
+    )
+    # a warm start trains on from the loaded head (not from scratch: its first figure is high)
+    warm = train_head(
+        [*common, "--init-head", str(tmp_path / "head"), "--max-steps", "3", "--eval-every", "1"]
+        + ["--lr", "1e-4", "--warmup-steps", "1", "--out", str(tmp_path / "head_warm")]
+        + ["--no-progress"]
+    )
+    assert warm["steps"] == 3 and warm["val_acceptance"] > first["val_acceptance"] + 0.04
     PROSE = Path(assd.__file__).parent / "pretrained" / "prose"
-    with pytest.raises(SystemExit, match="--init-head .*vocab 8192; the target has"):
+    with pytest.raises(
+        SystemExit, match="--init-head .*vocab 8192, clamp_len -1; the target has d_model 32"
+    ):
         train_head([*common, "--init-head", str(PROSE), "--max-steps", "0"])
     lm = assd.load(str(tmp_path / "target"), device="cpu")
     assert lm.model.has_draft_head

@@ -165,13 +165,18 @@ def main(argv=None) -> dict:
         eps=float(net.config.layer_norm_eps),
     )
     if cfg.init_head:
-        head = load_head(cfg.init_head, device=device)
+        try:
+            head = load_head(cfg.init_head, device=device)
+        except (OSError, ValueError, RuntimeError) as e:  # missing or unreadable weights
+            raise SystemExit(f"--init-head {cfg.init_head}: cannot load its head: {e}") from e
         if head is None:
             raise SystemExit(f"--init-head {cfg.init_head}: no draft head (draft_head.json) there")
-        if (head.config.d_model, head.config.vocab_size) != (d, V):
+        c = head.config
+        if (c.d_model, c.vocab_size, c.clamp_len) != (d, V, hc.clamp_len):
             raise SystemExit(
-                f"--init-head {cfg.init_head}: a head for d_model {head.config.d_model}, vocab "
-                f"{head.config.vocab_size}; the target has d_model {d}, vocab {V}"
+                f"--init-head {cfg.init_head}: a head for d_model {c.d_model}, vocab "
+                f"{c.vocab_size}, clamp_len {c.clamp_len}; the target has d_model {d}, vocab "
+                f"{V}, clamp_len {hc.clamp_len}"
             )
         hc = head.config
         head.requires_grad_(True).train()
@@ -217,7 +222,15 @@ def main(argv=None) -> dict:
     step, ev, t_probe = 0, {}, time.time()
     if max_steps == 0:  # --max-steps 0: evaluate the (initial) head only
         ev = evaluate()
-        print(json.dumps({"step": 0, "val_acceptance": round(ev["acceptance"], 4)}), flush=True)
+        row = {
+            "step": 0,
+            "val_acceptance": round(ev["acceptance"], 4),
+            "val_by_distance": " ".join(map(str, ev["by_distance"])),
+            "elapsed_s": round(time.time() - t0, 1),
+        }
+        writer.writerow(row)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     loss = torch.zeros(())
     while step < max_steps:
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, max_steps)

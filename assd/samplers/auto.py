@@ -172,13 +172,20 @@ def fastest(
     if ranked is None and not wait:
         return None
     if ranked is None:
-        with _CALIBRATING:  # one measurement at a time; a second caller uses the first's result
+        # One measurement at a time; a second caller uses the first's result. A cancellable
+        # caller polls for the lock, so that a cancel lands while it queues behind another.
+        while not _CALIBRATING.acquire(timeout=0.1 if cancel is not None else -1):
+            if cancel.is_set():
+                raise CalibrationCancelled("calibration cancelled while waiting for another")
+        try:
             ranked = _cached(model, key)
             if ranked is None:
                 extra = {"cancel": cancel} if cancel is not None else {}
                 ranked = calibrate(model, temperature, **extra)
                 with _LOCK:
                     _CACHE.setdefault(model, {})[key] = ranked
+        finally:
+            _CALIBRATING.release()
     spec = [d for d in ranked if not isinstance(d["sampler"], Sequential)]
     seq = [d for d in ranked if isinstance(d["sampler"], Sequential)]
     if (speculative and spec) or not seq:
