@@ -235,12 +235,12 @@ def test_a_run_during_the_calibration_is_served_at_once_with_a_provisional_form(
         k=5, temperature=0.8, bonus=True
     )
     fake = [{"sampler": assd.ASSD(3, one_call=True), "seconds_per_token": 1.0, "runs": [1.0]}]
-    monkeypatch.setattr(auto, "calibrate", lambda m, temperature=1.0: fake)
+    monkeypatch.setattr(auto, "calibrate", lambda m, temperature=1.0, **kw: fake)
     assert assd.fastest(toy) == assd.ASSD(3, one_call=True)  # measured (here: faked) ...
     s, title, _ = run_module.exact_sampler("fastest", toy, 5, 1.0, wait=False)
     assert s == assd.ASSD(3, one_call=True) and title.startswith("fastest ASSD")  # ... then used
     # Another temperature is never measured inside a request: the form measured at 1.0 is used
-    monkeypatch.setattr(auto, "calibrate", lambda m, temperature=1.0: pytest.fail("measured"))
+    monkeypatch.setattr(auto, "calibrate", lambda m, temperature=1.0, **kw: pytest.fail("measured"))
     s, title, _ = run_module.exact_sampler("fastest", toy, 5, 0.8, wait=True)
     assert s == assd.ASSD(3, one_call=True, temperature=0.8) and "temperature 1" in title
 

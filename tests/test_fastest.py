@@ -47,7 +47,7 @@ def test_fastest_is_cached_per_model_device_and_temperature(monkeypatch):
     model = ToyASARM(3, 8, seed=2)
     calls = []
 
-    def fake_calibrate(m, temperature=1.0):
+    def fake_calibrate(m, temperature=1.0, cancel=None):
         calls.append(temperature)
         return [{"sampler": assd.Sequential(temperature), "seconds_per_token": 1.0}]
 

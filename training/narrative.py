@@ -20,6 +20,8 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 
+from .data import _open
+
 PRONOUNS = frozenset("he she his her him they them their i my me we our".split())
 STORY_HEADINGS = frozenset(
     {"plot", "synopsis", "plot summary", "story", "storyline", "premise", "narrative"}
@@ -63,8 +65,7 @@ def narrative_passages(
 
 def select(paths: Iterable[str], **kw) -> Iterator[dict]:
     for path in paths:
-        opener = lzma.open if path.endswith(".xz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
+        with _open(path) as f:
             for line in f:
                 doc = json.loads(line)
                 for j, passage in enumerate(narrative_passages(doc["text"], **kw)):

@@ -220,17 +220,25 @@ def main(argv=None) -> dict:
     writer.writeheader()
     bar = tqdm(total=max_steps, disable=not cfg.progress, desc="head")
     step, ev, t_probe = 0, {}, time.time()
-    if max_steps == 0:  # --max-steps 0: evaluate the (initial) head only
+
+    def log_eval(step: int, **train) -> dict:
+        """Evaluate the head and write one metrics row (training figures where there are some)."""
         ev = evaluate()
         row = {
-            "step": 0,
+            "step": step,
+            **train,
             "val_acceptance": round(ev["acceptance"], 4),
             "val_by_distance": " ".join(map(str, ev["by_distance"])),
             "elapsed_s": round(time.time() - t0, 1),
         }
         writer.writerow(row)
+        metrics.flush()
         rows.append(row)
         print(json.dumps(row), flush=True)
+        return ev
+
+    if max_steps == 0:  # --max-steps 0: evaluate the (initial) head only
+        ev = log_eval(0)
     loss = torch.zeros(())
     while step < max_steps:
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, max_steps)
@@ -266,20 +274,12 @@ def main(argv=None) -> dict:
             bar.total = max_steps
             print(f"planned {max_steps} steps ({per_step * 1e3:.0f} ms/step)")
         if step % cfg.eval_every == 0 or step == max_steps:
-            ev = evaluate()
-            row = {
-                "step": step,
-                "kl": round(float(loss.detach()), 4),
-                "train_acceptance": round(float(acc_d.sum() / n_d.sum()), 4),
-                "val_acceptance": round(ev["acceptance"], 4),
-                "val_by_distance": " ".join(map(str, ev["by_distance"])),
-                "lr": f"{lr:.3g}",
-                "elapsed_s": round(time.time() - t0, 1),
-            }
-            writer.writerow(row)
-            metrics.flush()
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            ev = log_eval(
+                step,
+                kl=round(float(loss.detach()), 4),
+                train_acceptance=round(float(acc_d.sum() / n_d.sum()), 4),
+                lr=f"{lr:.3g}",
+            )
     bar.close()
     metrics.close()
     head.save(out, int8=True)

@@ -180,8 +180,7 @@ def fastest(
         try:
             ranked = _cached(model, key)
             if ranked is None:
-                extra = {"cancel": cancel} if cancel is not None else {}
-                ranked = calibrate(model, temperature, **extra)
+                ranked = calibrate(model, temperature, cancel=cancel)
                 with _LOCK:
                     _CACHE.setdefault(model, {})[key] = ranked
         finally:
